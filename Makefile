@@ -1,0 +1,43 @@
+# The two commands: `make run` and `make test`.  Both bootstrap .venv from nothing
+# and are quick when nothing changed.
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+DEMO   ?= demo
+
+CORE_SOURCES := $(wildcard engine/_core.pyx engine/_core_*.pxi engine/native/*.c engine/native/*.h) setup.py
+
+.PHONY: run test lint build clean
+
+# The environment: a venv with the build tools, then the project in editable mode
+# with its test and benchmark extras.
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q "setuptools>=77" wheel "cython>=3.0" "numpy>=1.26"
+	$(VPY) -m pip install -q --no-build-isolation -e '.[test,bench]'
+	touch $@
+
+# The native core, rebuilt in place whenever a Cython or C source changes.
+$(VENV)/.core-built: $(VENV)/.installed $(CORE_SOURCES)
+	$(VPY) setup.py -q build_ext --inplace
+	touch $@
+
+build: $(VENV)/.core-built
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check engine loadgen bench tests setup.py
+	$(VENV)/bin/ruff format --check engine loadgen bench tests setup.py
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cython-lint engine/_core.pyx engine/_core_*.pxi
+
+# pytest exits 5 when it collected nothing: for this suite that means something is
+# broken, so it is reported as such rather than passed over.
+test: build lint
+	@$(VPY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+run: build
+	$(VPY) -m engine demo --dir $(DEMO)
+
+clean:
+	rm -rf build $(VENV) engine/_core.c engine/_core*.so .stamp-*

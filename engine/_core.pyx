@@ -1,0 +1,18 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The engine's native core.
+
+Every entry point takes a whole batch, does the work in C with the GIL released
+(split across threads where it pays), and returns numpy arrays.  The C sources live
+in ``engine/native/``; each subsystem's Cython binding is an include file beside
+this one, so the boundary stays small and readable:
+
+- ``_core_sodium.pxi``: libsodium, loaded from PyNaCl's bundled copy at import.
+- ``_core_sigbatch.pxi``: batch Ed25519 verification and signing.
+"""
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+include "_core_sodium.pxi"
+include "_core_sigbatch.pxi"

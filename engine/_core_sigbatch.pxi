@@ -1,0 +1,165 @@
+# Batch Ed25519: verification and signing over whole batches.
+
+import numpy as np
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
+from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
+from libc.stdint cimport uint8_t
+from libc.stdlib cimport free, malloc
+
+cdef extern from "native/sigbatch.h" nogil:
+    ctypedef struct esc_sig_item:
+        const uint8_t *msg
+        size_t msg_len
+        const uint8_t *sig
+        size_t sig_len
+        const uint8_t *pk
+        size_t pk_len
+    void esc_verify_items(const esc_sig_item *items, size_t n, uint8_t *ok, int threads,
+                          int method)
+    void esc_sign_items(const uint8_t *const *msgs, const size_t *msg_lens,
+                        const uint8_t *const *sks, uint8_t *sigs, size_t n, int threads)
+    void esc_seed_keypairs(const uint8_t *seeds, uint8_t *pks, uint8_t *sks, size_t n,
+                           int threads)
+
+METHOD_SINGLE = 0
+
+
+cdef class _Column:
+    """A column of byte strings seen as (pointer, length) pairs without copying.
+
+    Takes a sequence of bytes / bytearray objects or a 2-D C-contiguous uint8 numpy
+    array (one row per item) and keeps the underlying objects alive for as long as
+    the pointers are in use.
+    """
+    cdef object owner
+    cdef const uint8_t **ptrs
+    cdef size_t *lens
+    cdef Py_ssize_t n
+
+    def __cinit__(self, object values, str name):
+        cdef Py_ssize_t i, row
+        cdef object item
+        cdef const uint8_t *base
+        cdef cnp.ndarray arr
+        if isinstance(values, np.ndarray):
+            arr = <cnp.ndarray>values
+            if arr.ndim != 2 or arr.dtype != np.uint8 or not arr.flags.c_contiguous:
+                raise TypeError(
+                    f"{name}: a numpy array must be 2-D, uint8 and C-contiguous "
+                    f"(got {arr.ndim}-D {arr.dtype})"
+                )
+            self.owner = arr
+            self.n = arr.shape[0]
+            row = arr.shape[1]
+            self._alloc()
+            base = <const uint8_t *>cnp.PyArray_DATA(arr)
+            for i in range(self.n):
+                self.ptrs[i] = base + i * row
+                self.lens[i] = <size_t>row
+            return
+        if isinstance(values, (bytes, bytearray, str)):
+            raise TypeError(f"{name}: expected a sequence of byte strings, not one string")
+        self.owner = PySequence_Fast(values, b"expected a sequence of byte strings")
+        self.n = PySequence_Fast_GET_SIZE(self.owner)
+        self._alloc()
+        for i in range(self.n):
+            item = <object>PySequence_Fast_GET_ITEM(self.owner, i)
+            if PyBytes_Check(item):
+                self.ptrs[i] = <const uint8_t *>PyBytes_AS_STRING(item)
+                self.lens[i] = <size_t>PyBytes_GET_SIZE(item)
+            elif PyByteArray_Check(item):
+                self.ptrs[i] = <const uint8_t *>PyByteArray_AS_STRING(item)
+                self.lens[i] = <size_t>PyByteArray_GET_SIZE(item)
+            else:
+                raise TypeError(f"{name}[{i}]: expected bytes, got {type(item).__name__}")
+
+    cdef int _alloc(self) except -1:
+        # One extra slot so that an empty column is still a valid allocation.
+        self.ptrs = <const uint8_t **>malloc((self.n + 1) * sizeof(uint8_t *))
+        self.lens = <size_t *>malloc((self.n + 1) * sizeof(size_t))
+        if self.ptrs == NULL or self.lens == NULL:
+            raise MemoryError()
+        return 0
+
+    def __dealloc__(self):
+        free(self.ptrs)
+        free(self.lens)
+
+
+cdef int _threads_arg(object threads) except -1:
+    if threads is None:
+        return esc_cpu_count()
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    return threads
+
+
+def verify_batch(messages, signatures, public_keys, threads=None, int method=METHOD_SINGLE):
+    """ok[i] is True iff signatures[i] is a valid signature of messages[i] by public_keys[i].
+
+    A signature that is not 64 bytes, or a key that is not 32, gives False for that
+    item only.
+    """
+    cdef _Column m = _Column(messages, "messages")
+    cdef _Column s = _Column(signatures, "signatures")
+    cdef _Column k = _Column(public_keys, "public_keys")
+    cdef int nthreads = _threads_arg(threads)
+    cdef Py_ssize_t i, n = m.n
+    if s.n != n or k.n != n:
+        raise ValueError(
+            f"messages, signatures and public_keys differ in length ({n}, {s.n}, {k.n})"
+        )
+    cdef cnp.ndarray ok = np.zeros(n, dtype=np.bool_)
+    cdef esc_sig_item *items = <esc_sig_item *>malloc((n + 1) * sizeof(esc_sig_item))
+    if items == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            items[i].msg = m.ptrs[i]
+            items[i].msg_len = m.lens[i]
+            items[i].sig = s.ptrs[i]
+            items[i].sig_len = s.lens[i]
+            items[i].pk = k.ptrs[i]
+            items[i].pk_len = k.lens[i]
+        with nogil:
+            esc_verify_items(items, <size_t>n, <uint8_t *>cnp.PyArray_DATA(ok), nthreads,
+                             method)
+    finally:
+        free(items)
+    return ok
+
+
+def sign_batch(messages, secret_keys, threads=None):
+    """Signatures, one 64-byte row per message, under 64-byte libsodium secret keys."""
+    cdef _Column m = _Column(messages, "messages")
+    cdef _Column k = _Column(secret_keys, "secret_keys")
+    cdef int nthreads = _threads_arg(threads)
+    cdef Py_ssize_t i, n = m.n
+    if k.n != n:
+        raise ValueError(f"messages and secret_keys differ in length ({n}, {k.n})")
+    for i in range(n):
+        if k.lens[i] != 64:
+            raise ValueError(f"secret_keys[{i}]: expected 64 bytes, got {k.lens[i]}")
+    cdef cnp.ndarray sigs = np.empty((n, 64), dtype=np.uint8)
+    with nogil:
+        esc_sign_items(m.ptrs, m.lens, k.ptrs, <uint8_t *>cnp.PyArray_DATA(sigs), <size_t>n,
+                       nthreads)
+    return sigs
+
+
+def keypairs_from_seeds(seeds, threads=None):
+    """(public keys (n, 32), secret keys (n, 64)) from an (n, 32) uint8 array of seeds."""
+    cdef cnp.ndarray arr = np.ascontiguousarray(seeds, dtype=np.uint8)
+    if arr.ndim != 2 or arr.shape[1] != 32:
+        raise ValueError("seeds must be an (n, 32) array")
+    cdef int nthreads = _threads_arg(threads)
+    cdef Py_ssize_t n = arr.shape[0]
+    cdef cnp.ndarray pks = np.empty((n, 32), dtype=np.uint8)
+    cdef cnp.ndarray sks = np.empty((n, 64), dtype=np.uint8)
+    with nogil:
+        esc_seed_keypairs(<const uint8_t *>cnp.PyArray_DATA(arr),
+                          <uint8_t *>cnp.PyArray_DATA(pks), <uint8_t *>cnp.PyArray_DATA(sks),
+                          <size_t>n, nthreads)
+    return pks, sks

@@ -1,0 +1,63 @@
+# libsodium binding: resolve the function table once, at import.
+
+import ctypes.util
+import os
+
+cdef extern from "native/sodium_api.h":
+    ctypedef struct esc_sodium_api:
+        const char *(*sodium_version_string)()
+    esc_sodium_api esc_sodium
+    int esc_sodium_load(const char *path, char *err, size_t errlen)
+    int esc_sodium_loaded()
+
+cdef extern from "native/parallel.h":
+    int esc_cpu_count()
+
+
+def _sodium_candidates():
+    """Shared objects that may provide libsodium, most preferred first."""
+    try:
+        import nacl._sodium as bundled
+    except ImportError:
+        pass
+    else:
+        yield bundled.__file__
+    found = ctypes.util.find_library("sodium")
+    if found:
+        yield found
+    yield "libsodium.so.26"
+    yield "libsodium.so.23"
+    yield "libsodium.dylib"
+
+
+def _load_sodium():
+    cdef char err[512]
+    failures = []
+    for path in _sodium_candidates():
+        if esc_sodium_load(os.fsencode(path), err, sizeof(err)) == 0:
+            return path
+        failures.append(err.decode("utf-8", "replace"))
+    raise ImportError(
+        "engine._core needs libsodium: install PyNaCl (pip install pynacl), whose "
+        "extension module bundles it, or a system libsodium. Tried: "
+        + "; ".join(failures)
+    )
+
+
+SODIUM_PATH = _load_sodium()
+
+
+def sodium_version():
+    """Version of the libsodium the core calls, where the library exports it."""
+    if esc_sodium.sodium_version_string == NULL:
+        try:
+            import nacl
+        except ImportError:
+            return "unknown"
+        return f"bundled with PyNaCl {nacl.__version__}"
+    return esc_sodium.sodium_version_string().decode()
+
+
+def cpu_count():
+    """Online CPUs, the default thread count for batch calls."""
+    return esc_cpu_count()

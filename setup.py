@@ -1,0 +1,38 @@
+"""Build of the native core, engine._core (Cython + the C sources in engine/native/)."""
+
+import glob
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+NATIVE = sorted(glob.glob(os.path.join("engine", "native", "*.c")))
+DEPENDS = sorted(
+    glob.glob(os.path.join("engine", "native", "*.h"))
+    + glob.glob(os.path.join("engine", "_core*.pxi"))
+)
+
+core = Extension(
+    "engine._core",
+    sources=[os.path.join("engine", "_core.pyx"), *NATIVE],
+    depends=DEPENDS,
+    include_dirs=[numpy.get_include(), "engine"],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=[
+        "-O3",
+        "-std=gnu11",
+        "-fno-strict-aliasing",
+        "-Wall",
+        "-Wno-unused-function",
+    ],
+    libraries=["dl", "pthread"],
+)
+
+setup(
+    ext_modules=cythonize(
+        [core],
+        compiler_directives={"language_level": "3"},
+        annotate=False,
+    ),
+)

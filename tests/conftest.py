@@ -1,0 +1,30 @@
+"""Shared fixtures for the engine's tests."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+VECTORS = pathlib.Path(__file__).parent / "vectors"
+
+
+@pytest.fixture(scope="session")
+def wycheproof_ed25519() -> list[tuple[bytes, bytes, bytes, bool, int]]:
+    """(message, signature, public key, expected validity, tcId) for every vector."""
+    data = json.loads((VECTORS / "wycheproof_ed25519_test.json").read_text())
+    cases = []
+    for group in data["testGroups"]:
+        pk = bytes.fromhex(group["publicKey"]["pk"])
+        for t in group["tests"]:
+            cases.append(
+                (
+                    bytes.fromhex(t["msg"]),
+                    bytes.fromhex(t["sig"]),
+                    pk,
+                    t["result"] == "valid",
+                    t["tcId"],
+                )
+            )
+    return cases
