@@ -1,0 +1,135 @@
+"""``python -m engine inspect FILE``: decode any file or object the engine knows, as JSON.
+
+Byte strings are shown as hex; private key material is redacted, never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from engine import encoding as enc
+from engine import wallets
+from engine.credentials import CREDENTIAL_TAG, PRESENTATION_TAG, Credential, Presentation
+from engine.keys import PRIVATE_KIND, PUBLIC_KIND
+from engine.trustlist import TRUST_LIST_TAG, TrustList, TrustListError
+
+WALLET_PREVIEW = 3
+
+
+class InspectError(Exception):
+    """The file is of no kind the engine knows; the message says what was tried."""
+
+
+def describe_bytes(data: bytes, root_public_key: bytes | None = None) -> dict:
+    """A JSON-ready description of one encoded credential, presentation or trust list."""
+    try:
+        outer = enc.array(
+            enc.unpack(data, "object", max_bytes=enc.MAX_TRUST_LIST_BYTES), "object", 2
+        )
+        body = enc.unpack(enc.binary(outer[0], "object.body"), "object.body", max_bytes=len(data))
+    except enc.FormatError as e:
+        raise InspectError(f"not an e-SSC object: {e}") from None
+    kind = body[0] if isinstance(body, list) and body else None
+    if kind == CREDENTIAL_TAG:
+        return {"type": "credential", **_credential(Credential.decode(data))}
+    if kind == PRESENTATION_TAG:
+        pres = Presentation.decode(data)
+        return {
+            "type": "presentation",
+            "timestamp_ms": pres.timestamp_ms,
+            "nonce": pres.nonce.hex(),
+            "purpose": pres.purpose.name.lower(),
+            "holder_signature": pres.signature.hex(),
+            "credential": _credential(pres.credential),
+        }
+    if kind == TRUST_LIST_TAG:
+        return _trust_list(data, root_public_key)
+    raise InspectError(f"unknown object tag {kind!r}")
+
+
+def describe_file(path: str | os.PathLike, root_public_key: bytes | None = None) -> dict:
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.lstrip().startswith(b"{"):
+        return _key_file(path)
+    try:
+        header = wallets.read_header(path)
+    except wallets.WalletFileError:
+        pass
+    else:
+        preview = []
+        for i, w in enumerate(wallets.read(path)):
+            if i == WALLET_PREVIEW:
+                break
+            preview.append({"credential": _credential(Credential.decode(w.credential))})
+        return {"type": "wallets", "header": header, "first": preview, "holder_seeds": "<redacted>"}
+    with open(path, "rb") as f:
+        data = f.read(enc.MAX_TRUST_LIST_BYTES + 1)
+    return describe_bytes(data, root_public_key)
+
+
+def to_json(doc: Any) -> str:
+    return json.dumps(doc, indent=2, default=lambda b: b.hex() if isinstance(b, bytes) else str(b))
+
+
+def _credential(c: Credential) -> dict:
+    return {
+        "issuer_key_id": c.issuer_key_id,
+        "card_number": c.card_number,
+        "citizen_digest": c.citizen_digest.hex(),
+        "region": c.region,
+        "channel": c.channel,
+        "serial": c.serial.hex(),
+        "not_before": c.not_before,
+        "not_after": c.not_after,
+        "holder_key": c.holder_key.hex(),
+        "issuer_signature": c.signature.hex(),
+    }
+
+
+def _trust_list(data: bytes, root_public_key: bytes | None) -> dict:
+    try:
+        if root_public_key is None:
+            t = TrustList.decode_unverified(data)
+            status = "not checked (give --root-key)"
+        else:
+            t = TrustList.decode(data, root_public_key)
+            status = "valid"
+    except (TrustListError, enc.FormatError) as e:
+        raise InspectError(f"trust list: {e}") from None
+    return {
+        "type": "trust_list",
+        "root_signature": status,
+        "sequence": t.sequence,
+        "issued_at": t.issued_at,
+        "issuers": [
+            {
+                "key_id": k.key_id,
+                "region": k.region,
+                "public_key": k.public_key.hex(),
+                "not_before": k.not_before,
+                "not_after": k.not_after,
+                "status": k.status.name.lower(),
+            }
+            for k in t.issuers.values()
+        ],
+        "channels": [
+            {"channel_id": c.channel_id, "name": c.name, "status": c.status.name.lower()}
+            for c in t.channels.values()
+        ],
+    }
+
+
+def _key_file(path: str | os.PathLike) -> dict:
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except ValueError:
+        raise InspectError(f"{path}: looks like JSON but is not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("kind") not in (PRIVATE_KIND, PUBLIC_KIND):
+        raise InspectError(f"{path}: JSON, but not an e-SSC key file")
+    if doc["kind"] == PRIVATE_KIND:
+        doc = dict(doc, seed="<redacted>")
+    return {"type": "key_file", **doc}

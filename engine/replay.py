@@ -1,0 +1,76 @@
+"""One-time-nonce cache: a presentation may be accepted once only.
+
+The key is the credential serial plus the presentation nonce, so one holder cannot
+burn another's nonces.  An entry is kept until the presentation it came from could no
+longer pass the freshness check, so memory is bounded by (accepted rate x freshness
+window), and a hard capacity guards against anything beyond that: when full, the
+cache refuses to record (the verifier answers BUSY) instead of forgetting nonces
+that are still live.  A cluster-wide store (Redis) implements the same interface.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from typing import Protocol
+
+DEFAULT_CAPACITY = 10_000_000
+
+FRESH, REPLAYED, NO_ROOM = 0, 1, 2
+
+
+class ReplayStore(Protocol):
+    def check_and_record(
+        self, keys: Sequence[bytes], expires_ms: Sequence[int], now_ms: int
+    ) -> list[int]:
+        """For each key in order: FRESH (now recorded until its expiry), REPLAYED (seen
+        before, in an earlier call or earlier in this one) or NO_ROOM (not recorded)."""
+        ...
+
+
+class MemoryReplayCache:
+    """In-process cache, bucketed by expiry second so expired nonces go in bulk."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY):
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._expiry: dict[bytes, int] = {}
+        self._buckets: collections.OrderedDict[int, list[bytes]] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def check_and_record(
+        self, keys: Sequence[bytes], expires_ms: Sequence[int], now_ms: int
+    ) -> list[int]:
+        self._purge(now_ms)
+        expiry = self._expiry
+        out = []
+        for key, exp in zip(keys, expires_ms):
+            if key in expiry:
+                out.append(REPLAYED)
+            elif len(expiry) >= self.capacity:
+                out.append(NO_ROOM)
+            else:
+                expiry[key] = exp
+                bucket = exp // 1000
+                entries = self._buckets.get(bucket)
+                if entries is None:
+                    entries = self._buckets[bucket] = []
+                    # Buckets arrive nearly in order; keep the dict sorted cheaply.
+                    if len(self._buckets) > 1 and bucket < next(reversed(self._buckets)):
+                        self._buckets = collections.OrderedDict(sorted(self._buckets.items()))
+                entries.append(key)
+                out.append(FRESH)
+        return out
+
+    def _purge(self, now_ms: int) -> None:
+        now_bucket = now_ms // 1000
+        buckets = self._buckets
+        while buckets:
+            bucket = next(iter(buckets))
+            if bucket >= now_bucket:
+                break
+            for key in buckets.pop(bucket):
+                del self._expiry[key]

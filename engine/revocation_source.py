@@ -1,0 +1,54 @@
+"""What the verifier asks of revocation data, and a small in-memory implementation.
+
+The memory-mapped store (engine.revocation) is the production implementation; the
+in-memory one serves tests, demos and baselines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+CARD = "card"  # id: the card number as ASCII bytes
+CREDENTIAL = "credential"  # id: the 16-byte credential serial
+KINDS = (CARD, CREDENTIAL)
+
+
+class RevocationSource(Protocol):
+    @property
+    def sequence(self) -> int: ...
+
+    @property
+    def created_at(self) -> float:
+        """Unix time of the newest data applied (snapshot or delta)."""
+        ...
+
+    def contains(self, kind: str, ids: Sequence[bytes]) -> np.ndarray:
+        """Bool array: ids[i] of this kind is revoked."""
+        ...
+
+
+class SetRevocation:
+    """Revocation data held in Python sets."""
+
+    def __init__(
+        self,
+        cards: Iterable[bytes] = (),
+        credentials: Iterable[bytes] = (),
+        *,
+        sequence: int = 0,
+        created_at: float | None = None,
+    ):
+        self._sets = {CARD: set(cards), CREDENTIAL: set(credentials)}
+        self.sequence = sequence
+        self.created_at = time.time() if created_at is None else created_at
+
+    def contains(self, kind: str, ids: Sequence[bytes]) -> np.ndarray:
+        try:
+            revoked = self._sets[kind]
+        except KeyError:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}") from None
+        return np.fromiter((i in revoked for i in ids), dtype=np.bool_, count=len(ids))

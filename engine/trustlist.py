@@ -1,0 +1,201 @@
+"""The trust list: issuer keys and authorised channels, signed by the national root key.
+
+It carries a sequence number; ``TrustList.load`` verifies the root signature and
+``TrustList.may_replace`` enforces that an older list never replaces a newer one
+(docs/FORMATS.md, section 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+
+import nacl.exceptions
+import nacl.signing
+
+from engine import encoding as enc
+from engine.credentials import REGION_RE
+
+TRUST_LIST_TAG = "essc/trust-list"
+TRUST_LIST_VERSION = 1
+
+
+class Status(enum.IntEnum):
+    ACTIVE = 0
+    SUSPENDED = 1
+    REVOKED = 2
+
+
+class TrustListError(Exception):
+    """A trust list that cannot be used: names the file (if any) and the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuerKey:
+    key_id: str
+    region: str  # six-digit province-level code: the issuer may issue within its province
+    public_key: bytes
+    not_before: int  # unix seconds
+    not_after: int
+    status: Status = Status.ACTIVE
+
+    def encode_fields(self) -> list:
+        return [
+            self.key_id,
+            self.region,
+            self.public_key,
+            self.not_before,
+            self.not_after,
+            int(self.status),
+        ]
+
+    def usable_at(self, now_s: int) -> bool:
+        return self.status is Status.ACTIVE and self.not_before <= now_s <= self.not_after
+
+    def covers_region(self, region: str) -> bool:
+        # Province-level issuers: the first two digits name the province.
+        return region[:2] == self.region[:2]
+
+
+@dataclasses.dataclass(frozen=True)
+class Channel:
+    channel_id: str
+    name: str
+    status: Status = Status.ACTIVE
+
+    def encode_fields(self) -> list:
+        return [self.channel_id, self.name, int(self.status)]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustList:
+    sequence: int
+    issued_at: int  # unix seconds
+    issuers: dict[str, IssuerKey]
+    channels: dict[str, Channel]
+    signature: bytes = b""
+    encoded: bytes = dataclasses.field(default=b"", compare=False, repr=False)
+
+    def body(self) -> bytes:
+        return enc.pack(
+            [
+                TRUST_LIST_TAG,
+                TRUST_LIST_VERSION,
+                self.sequence,
+                self.issued_at,
+                [k.encode_fields() for k in self.issuers.values()],
+                [c.encode_fields() for c in self.channels.values()],
+            ]
+        )
+
+    def encode(self) -> bytes:
+        return enc.pack([self.body(), self.signature])
+
+    def signed(self, root_key: nacl.signing.SigningKey) -> TrustList:
+        body = self.body()
+        signature = root_key.sign(body).signature
+        return dataclasses.replace(self, signature=signature, encoded=enc.pack([body, signature]))
+
+    def may_replace(self, current: TrustList | None) -> bool:
+        """A newer sequence replaces; the same sequence only with the same content."""
+        if current is None:
+            return True
+        if self.sequence != current.sequence:
+            return self.sequence > current.sequence
+        return self.encode() == current.encode()
+
+    @classmethod
+    def decode(cls, data: bytes, root_public_key: bytes, field: str = "trust_list") -> TrustList:
+        """Decode and verify against the pinned root key; FormatError or TrustListError."""
+        body, signature = _outer(data, field)
+        try:
+            nacl.signing.VerifyKey(root_public_key).verify(body, signature)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+            raise TrustListError("the root signature does not verify") from None
+        return cls._parse(data, body, signature, field)
+
+    @classmethod
+    def decode_unverified(cls, data: bytes, field: str = "trust_list") -> TrustList:
+        """Decode without checking the root signature: for inspection tools only."""
+        body, signature = _outer(data, field)
+        return cls._parse(data, body, signature, field)
+
+    @classmethod
+    def _parse(cls, data: bytes, body: bytes, signature: bytes, field: str) -> TrustList:
+        f = enc.array(
+            enc.unpack(body, f"{field}.body", max_bytes=enc.MAX_TRUST_LIST_BYTES),
+            f"{field}.body",
+            6,
+        )
+        enc.tag(f[0], f"{field}.tag", TRUST_LIST_TAG)
+        enc.version(f[1], f"{field}.version", TRUST_LIST_VERSION)
+        issuers: dict[str, IssuerKey] = {}
+        for i, item in enumerate(_list(f[4], f"{field}.issuers")):
+            where = f"{field}.issuers[{i}]"
+            g = enc.array(item, where, 6)
+            key = IssuerKey(
+                key_id=enc.identifier(g[0], f"{where}.key_id"),
+                region=enc.text(g[1], f"{where}.region", REGION_RE),
+                public_key=enc.binary(g[2], f"{where}.public_key", 32),
+                not_before=enc.uint(g[3], f"{where}.not_before"),
+                not_after=enc.uint(g[4], f"{where}.not_after"),
+                status=_status(g[5], f"{where}.status"),
+            )
+            if key.key_id in issuers:
+                raise enc.FormatError(f"{where}.key_id", f"duplicate key id {key.key_id!r}")
+            issuers[key.key_id] = key
+        channels: dict[str, Channel] = {}
+        for i, item in enumerate(_list(f[5], f"{field}.channels")):
+            where = f"{field}.channels[{i}]"
+            g = enc.array(item, where, 3)
+            channel = Channel(
+                channel_id=enc.identifier(g[0], f"{where}.channel_id"),
+                name=enc.text(g[1], f"{where}.name"),
+                status=_status(g[2], f"{where}.status"),
+            )
+            if channel.channel_id in channels:
+                raise enc.FormatError(
+                    f"{where}.channel_id", f"duplicate channel {channel.channel_id!r}"
+                )
+            channels[channel.channel_id] = channel
+        return cls(
+            sequence=enc.uint(f[2], f"{field}.sequence"),
+            issued_at=enc.uint(f[3], f"{field}.issued_at"),
+            issuers=issuers,
+            channels=channels,
+            signature=signature,
+            encoded=bytes(data),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, root_public_key: bytes) -> TrustList:
+        """Read, decode and verify a trust-list file; errors name the file."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read(enc.MAX_TRUST_LIST_BYTES + 1)
+        except OSError as e:
+            raise TrustListError(f"{path}: cannot read: {e.strerror}") from None
+        try:
+            return cls.decode(data, root_public_key)
+        except (enc.FormatError, TrustListError) as e:
+            raise TrustListError(f"{path}: {e}") from None
+
+
+def _outer(data: bytes, field: str) -> tuple[bytes, bytes]:
+    outer = enc.array(enc.unpack(data, field, max_bytes=enc.MAX_TRUST_LIST_BYTES), field, 2)
+    return enc.binary(outer[0], f"{field}.body"), enc.binary(outer[1], f"{field}.signature", 64)
+
+
+def _list(value: object, field: str) -> list:
+    if type(value) is not list:
+        raise enc.FormatError(field, "expected an array")
+    return value
+
+
+def _status(value: object, field: str) -> Status:
+    v = enc.uint(value, field)
+    try:
+        return Status(v)
+    except ValueError:
+        raise enc.FormatError(field, f"unknown status {v}") from None
