@@ -13,6 +13,10 @@ from engine import __version__
 COMMAND_GROUPS: list[str] = []  # modules with register(subparsers), added as they land
 
 
+class CommandError(Exception):
+    """A command's input is unusable: printed as one "error:" line, exit status 1."""
+
+
 def _pki_init(args) -> int:
     from engine import pki
 
@@ -37,8 +41,8 @@ def _status_map(pairs: list[str], what: str) -> dict:
         try:
             out[name] = Status[status.upper()]
         except KeyError:
-            raise SystemExit(
-                f"error: --{what}-status {pair!r}: expected ID=active|suspended|revoked"
+            raise CommandError(
+                f"--{what}-status {pair!r}: expected ID=active|suspended|revoked"
             ) from None
     return out
 
@@ -77,16 +81,17 @@ def _present(args) -> int:
     from engine import holder, wallets
     from engine.credentials import Purpose
 
-    if args.wallets is None:
-        raise SystemExit("error: --wallets FILE is required")
     wallet = None
     if args.index >= 0:
         wallet = next(itertools.islice(wallets.read(args.wallets), args.index, None), None)
     if wallet is None:
-        raise SystemExit(f"error: {args.wallets} has no wallet with index {args.index}")
-    nonce = bytes.fromhex(args.nonce) if args.nonce else None
+        raise CommandError(f"{args.wallets} has no wallet with index {args.index}")
+    try:
+        nonce = bytes.fromhex(args.nonce) if args.nonce else None
+    except ValueError:
+        nonce = b""
     if nonce is not None and len(nonce) != 16:
-        raise SystemExit("error: --nonce must be 32 hex characters (16 bytes)")
+        raise CommandError("--nonce must be 32 hex characters (16 bytes)")
     data = holder.present(
         wallet.credential,
         wallet.holder_seed,
@@ -211,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make a presentation of wallet INDEX of a wallet file, signed by its holder "
         "key. Time, nonce and purpose can be set for tests.",
     )
-    p.add_argument("--wallets", help="wallet file written by `issue`")
+    p.add_argument("--wallets", required=True, help="wallet file written by `issue`")
     p.add_argument("--index", type=int, default=0, help="which wallet (0)")
     p.add_argument("--time-ms", type=int, help="timestamp, unix ms (default: now)")
     p.add_argument("--nonce", help="16-byte nonce as hex (default: random)")
@@ -281,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (
+        CommandError,
         FormatError,
         InspectError,
         KeyFileError,

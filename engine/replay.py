@@ -10,7 +10,7 @@ that are still live.  A cluster-wide store (Redis) implements the same interface
 
 from __future__ import annotations
 
-import collections
+import heapq
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -36,7 +36,8 @@ class MemoryReplayCache:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self._expiry: dict[bytes, int] = {}
-        self._buckets: collections.OrderedDict[int, list[bytes]] = collections.OrderedDict()
+        self._buckets: dict[int, list[bytes]] = {}  # expiry second -> keys
+        self._heap: list[int] = []  # the bucket seconds, soonest first
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -58,19 +59,14 @@ class MemoryReplayCache:
                 entries = self._buckets.get(bucket)
                 if entries is None:
                     entries = self._buckets[bucket] = []
-                    # Buckets arrive nearly in order; keep the dict sorted cheaply.
-                    if len(self._buckets) > 1 and bucket < next(reversed(self._buckets)):
-                        self._buckets = collections.OrderedDict(sorted(self._buckets.items()))
+                    heapq.heappush(self._heap, bucket)
                 entries.append(key)
                 out.append(FRESH)
         return out
 
     def _purge(self, now_ms: int) -> None:
         now_bucket = now_ms // 1000
-        buckets = self._buckets
-        while buckets:
-            bucket = next(iter(buckets))
-            if bucket >= now_bucket:
-                break
-            for key in buckets.pop(bucket):
+        heap = self._heap
+        while heap and heap[0] < now_bucket:
+            for key in self._buckets.pop(heapq.heappop(heap)):
                 del self._expiry[key]

@@ -28,3 +28,26 @@ def wycheproof_ed25519() -> list[tuple[bytes, bytes, bytes, bool, int]]:
                 )
             )
     return cases
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A complete demo PKI (root, 31 issuers, channels, trust list), made once."""
+    from engine.pki import init
+
+    return init(tmp_path_factory.mktemp("pki") / "pki")
+
+
+@pytest.fixture(scope="session")
+def now_s() -> int:
+    import time
+
+    return int(time.time())
+
+
+@pytest.fixture(scope="session")
+def scenarios(pki, now_s):
+    """Credentials for every outcome (engine.scenarios), issued at now_s."""
+    from engine.scenarios import Scenarios
+
+    return Scenarios(pki, now_s)
