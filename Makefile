@@ -38,6 +38,7 @@ test: build lint
 
 run: build
 	$(VPY) -m engine demo --dir $(DEMO)
+	$(VPY) -m engine serve --demo $(DEMO)
 
 clean:
 	rm -rf build $(VENV) engine/_core.c engine/_core*.so .stamp-*

@@ -10,7 +10,7 @@ import time
 
 from engine import __version__
 
-COMMAND_GROUPS: list[str] = []  # modules with register(subparsers), added as they land
+COMMAND_GROUPS: list[str] = ["engine.serve_cli"]  # modules with register(subparsers)
 
 
 class CommandError(Exception):
@@ -275,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.client import ServerError
+    from engine.config import ConfigError
     from engine.encoding import FormatError
     from engine.inspection import InspectError
     from engine.keys import KeyFileError
@@ -287,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (
         CommandError,
+        ConfigError,
+        ServerError,
         FormatError,
         InspectError,
         KeyFileError,

@@ -83,3 +83,25 @@ def run(directory: str, out=print) -> int:
         f"{'all verdicts as expected' if not mismatches else f'{mismatches} unexpected'}"
     )
     return mismatches
+
+
+def prepare_serving(directory: pathlib.Path) -> pathlib.Path:
+    """Demo material for `serve --demo DIR`; returns DIR/engine.toml (written if absent)."""
+    pki = ensure_pki(directory)
+    wallet_file = directory / "wallets.essc"
+    if not wallet_file.exists():
+        issuance.issue_to_file(pki, DEMO_WALLETS, wallet_file, progress=False)
+        print(f"issued {DEMO_WALLETS} demo credentials into {wallet_file}")
+    config = directory / "engine.toml"
+    if not config.exists():
+        config.write_text(
+            "# Demo configuration written by `python -m engine serve --demo`.\n"
+            "# Every setting and its default: docs/OPERATIONS.md.\n\n"
+            '[server]\nhost = "127.0.0.1"\nport = 7700\n\n'
+            '[metrics]\nhost = "127.0.0.1"\nport = 9700\n\n'
+            "[trust]\n"
+            f'root_public_key = "{pki.root_public_key.hex()}"\n'
+            f'trust_list = "{pki.trust_list_path.resolve()}"\n'
+        )
+        print(f"wrote {config}")
+    return config

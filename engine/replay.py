@@ -11,6 +11,7 @@ that are still live.  A cluster-wide store (Redis) implements the same interface
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -38,11 +39,19 @@ class MemoryReplayCache:
         self._expiry: dict[bytes, int] = {}
         self._buckets: dict[int, list[bytes]] = {}  # expiry second -> keys
         self._heap: list[int] = []  # the bucket seconds, soonest first
+        # Batches are verified on several threads: check-then-record must be atomic.
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._expiry)
 
     def check_and_record(
+        self, keys: Sequence[bytes], expires_ms: Sequence[int], now_ms: int
+    ) -> list[int]:
+        with self._lock:
+            return self._check_and_record(keys, expires_ms, now_ms)
+
+    def _check_and_record(
         self, keys: Sequence[bytes], expires_ms: Sequence[int], now_ms: int
     ) -> list[int]:
         self._purge(now_ms)

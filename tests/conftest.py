@@ -51,3 +51,27 @@ def scenarios(pki, now_s):
     from engine.scenarios import Scenarios
 
     return Scenarios(pki, now_s)
+
+
+@pytest.fixture
+def start_server(pki):
+    """start_server(revocation=None, clock=None, **settings) -> a running ServerThread.
+
+    Every server started through this fixture is drained and stopped at teardown.
+    """
+    from serving import ServerThread, server_config
+
+    started = []
+
+    def start(*, revocation=None, clock=None, **settings):
+        kwargs = {"revocation": revocation}
+        if clock is not None:
+            kwargs["clock"] = clock
+        dotted = {k.replace("__", "."): v for k, v in settings.items()}
+        srv = ServerThread(server_config(pki, **dotted), **kwargs)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()

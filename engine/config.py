@@ -1,0 +1,220 @@
+"""Server configuration: defaults, then a TOML file, then environment, then flags.
+
+Every setting lives in one section dataclass below, with its default and meaning;
+``docs/OPERATIONS.md`` lists them.  A setting named ``section.key`` can be given as
+
+- ``key = value`` under ``[section]`` in the TOML file (``--config FILE``),
+- the environment variable ``ESSC_SECTION_KEY`` (e.g. ``ESSC_SERVER_PORT=7701``),
+- ``--set section.key=value`` on the command line (or a dedicated flag such as --port).
+
+Later sources win.  Unknown sections or keys and values of the wrong type are errors
+that name their source, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names where it came from."""
+
+
+@dataclasses.dataclass
+class ServerSection:
+    host: str = "127.0.0.1"
+    port: int = 7700
+    max_frame_bytes: int = 1 << 20  # larger frames: error, connection closed
+    max_connections: int = 1024
+    max_in_flight_per_connection: int = 1024  # presentations queued or verifying
+    max_in_flight: int = 32768  # all connections together: beyond it, BUSY
+    max_batch_items: int = 256  # presentations in one verify_batch / ids in one check
+    idle_timeout_s: float = 300.0  # no complete frame for this long: closed
+    frame_timeout_s: float = 10.0  # a started frame must complete within this
+    drain_timeout_s: float = 10.0  # SIGTERM: longest wait for in-flight work
+    max_protocol_errors: int = 16  # error responses before a connection is closed
+    tls_cert: str = ""  # PEM certificate chain; TLS is on when set
+    tls_key: str = ""  # PEM private key
+    tls_client_ca: str = ""  # PEM CA bundle: when set, clients must present a certificate
+
+
+@dataclasses.dataclass
+class BatchingSection:
+    max_batch: int = 64  # presentations per native batch
+    latency_budget_ms: float = 1.0  # the oldest request waits at most this for its batch
+    workers: int = 2  # batches verified concurrently
+    threads: int = 0  # native threads per batch; 0: every core
+
+
+@dataclasses.dataclass
+class TrustSection:
+    root_public_key: str = ""  # 64 hex characters: the pinned national root key
+    trust_list: str = ""  # path of the signed trust list
+
+
+@dataclasses.dataclass
+class RevocationSection:
+    snapshot: str = ""  # path of the revocation snapshot; empty: no revocation data
+    deltas: list[str] = dataclasses.field(default_factory=list)
+    max_age_s: float = 86400.0  # older data: REVOCATION_DATA_STALE (fail closed)
+    fail_open: bool = False  # use stale data instead of failing closed
+
+
+@dataclasses.dataclass
+class VerificationSection:
+    freshness_ms: int = 60_000
+    skew_ms: int = 5_000
+    replay_capacity: int = 10_000_000
+
+
+@dataclasses.dataclass
+class MetricsSection:
+    host: str = "127.0.0.1"
+    port: int = 9700  # Prometheus exposition; 0: off
+
+
+@dataclasses.dataclass
+class ReloadSection:
+    watch_interval_s: float = 0.0  # poll the data files for changes; 0: SIGHUP only
+
+
+@dataclasses.dataclass
+class LogSection:
+    level: str = "info"
+    audit: bool = False  # one line per verified presentation (ids and verdict only)
+
+
+@dataclasses.dataclass
+class Config:
+    server: ServerSection = dataclasses.field(default_factory=ServerSection)
+    batching: BatchingSection = dataclasses.field(default_factory=BatchingSection)
+    trust: TrustSection = dataclasses.field(default_factory=TrustSection)
+    revocation: RevocationSection = dataclasses.field(default_factory=RevocationSection)
+    verification: VerificationSection = dataclasses.field(default_factory=VerificationSection)
+    metrics: MetricsSection = dataclasses.field(default_factory=MetricsSection)
+    reload: ReloadSection = dataclasses.field(default_factory=ReloadSection)
+    log: LogSection = dataclasses.field(default_factory=LogSection)
+
+    def set(self, dotted: str, value: Any, source: str) -> None:
+        section_name, _, key = dotted.partition(".")
+        section = getattr(self, section_name, None)
+        if section is None or not dataclasses.is_dataclass(section):
+            raise ConfigError(f"{source}: unknown section {section_name!r}")
+        hints = typing.get_type_hints(type(section))
+        if key not in hints:
+            raise ConfigError(f"{source}: unknown setting {dotted!r}")
+        setattr(section, key, _coerce(hints[key], value, f"{source}: {dotted}"))
+
+    def validate(self) -> Config:
+        s, b = self.server, self.batching
+        positive = {
+            "server.max_frame_bytes": s.max_frame_bytes,
+            "server.max_connections": s.max_connections,
+            "server.max_in_flight_per_connection": s.max_in_flight_per_connection,
+            "server.max_in_flight": s.max_in_flight,
+            "server.max_batch_items": s.max_batch_items,
+            "server.idle_timeout_s": s.idle_timeout_s,
+            "server.frame_timeout_s": s.frame_timeout_s,
+            "server.drain_timeout_s": s.drain_timeout_s,
+            "server.max_protocol_errors": s.max_protocol_errors,
+            "batching.max_batch": b.max_batch,
+            "batching.workers": b.workers,
+            "verification.freshness_ms": self.verification.freshness_ms,
+            "verification.replay_capacity": self.verification.replay_capacity,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if b.latency_budget_ms < 0 or b.threads < 0:
+            raise ConfigError(
+                "batching.latency_budget_ms and batching.threads must not be negative"
+            )
+        if not 0 <= s.port <= 65535 or not 0 <= self.metrics.port <= 65535:
+            raise ConfigError("ports must be within 0..65535")
+        if not self.trust.trust_list or not self.trust.root_public_key:
+            raise ConfigError("trust.trust_list and trust.root_public_key are required")
+        if bool(s.tls_cert) != bool(s.tls_key):
+            raise ConfigError("server.tls_cert and server.tls_key go together")
+        if s.tls_client_ca and not s.tls_cert:
+            raise ConfigError("server.tls_client_ca needs server.tls_cert and server.tls_key")
+        if self.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"log.level must be debug, info, warning or error, not {self.log.level!r}"
+            )
+        return self
+
+
+def load(
+    path: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: list[tuple[str, str]] = (),
+) -> Config:
+    """Defaults, then the TOML file at ``path``, then ESSC_* variables, then overrides."""
+    cfg = Config()
+    if path:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        for section, values in doc.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: {section!r} must be a [section]")
+            for key, value in values.items():
+                cfg.set(f"{section}.{key}", value, path)
+    env = os.environ if environ is None else environ
+    for name, value in sorted(env.items()):
+        if name.startswith("ESSC_"):
+            section, _, key = name[5:].lower().partition("_")
+            cfg.set(f"{section}.{key}", value, f"environment {name}")
+    for dotted, value in overrides:
+        cfg.set(dotted, value, f"--set {dotted}")
+    return cfg
+
+
+def _coerce(kind: Any, value: Any, where: str) -> Any:
+    """Values from TOML arrive typed; from the environment and flags, as strings."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value, 0)
+            except ValueError:
+                pass
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(kind) is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        if isinstance(value, str):
+            return [v for v in value.split(",") if v]
+    raise ConfigError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")

@@ -1,0 +1,188 @@
+"""``python -m engine serve`` and ``python -m engine client``: run the server, talk to it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import pathlib
+import time
+
+from engine.config import ConfigError
+
+# Flags that set one configuration value each: (flag, setting, type, help).
+_SERVE_FLAGS = (
+    ("--host", "server.host", str, "address to listen on (127.0.0.1)"),
+    ("--port", "server.port", int, "port to listen on (7700; 0: any free port)"),
+    ("--metrics-port", "metrics.port", int, "Prometheus port (9700; 0: off)"),
+    ("--trust-list", "trust.trust_list", str, "signed trust list file"),
+    ("--root-key", "trust.root_public_key", str, "pinned root public key, 64 hex"),
+    ("--revocation", "revocation.snapshot", str, "revocation snapshot file"),
+    ("--max-batch", "batching.max_batch", int, "presentations per native batch (64)"),
+    ("--latency-budget-ms", "batching.latency_budget_ms", float, "batching wait bound (1.0)"),
+    ("--workers", "batching.workers", int, "batches verified concurrently (2)"),
+    ("--log-level", "log.level", str, "debug, info, warning or error (info)"),
+)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the verification server",
+        description="Serve the verification protocol (docs/PROTOCOL.md). Settings come from "
+        "defaults, then --config FILE (TOML), then ESSC_SECTION_KEY environment variables, "
+        "then flags; docs/OPERATIONS.md lists them all. SIGHUP reloads the trust list and "
+        "revocation data; SIGTERM or SIGINT drains and exits 0.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument(
+        "--demo",
+        metavar="DIR",
+        help="serve the demo trust material in DIR, creating it (and DIR/engine.toml) if absent",
+    )
+    for flag, setting, kind, text in _SERVE_FLAGS:
+        p.add_argument(flag, dest=setting, type=kind, help=f"{text} [{setting}]")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any other setting (repeatable)",
+    )
+    p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser(
+        "client",
+        help="send requests to a running server",
+        description="A small client for trying and checking a server.",
+    )
+    p.add_argument("--target", default="127.0.0.1:7700", help="HOST:PORT (127.0.0.1:7700)")
+    csub = p.add_subparsers(dest="client_command", required=True, metavar="REQUEST")
+    q = csub.add_parser("ping", help="ping the server", description="Send a ping.")
+    q.set_defaults(func=_client, what="ping")
+    q = csub.add_parser("status", help="print the server's status", description="Print status.")
+    q.set_defaults(func=_client, what="status")
+    q = csub.add_parser(
+        "verify", help="verify presentation files", description="Verify presentation files."
+    )
+    q.add_argument("files", nargs="+", metavar="FILE")
+    q.set_defaults(func=_client, what="verify")
+    q = csub.add_parser(
+        "try",
+        help="make fresh presentations from a wallet file and verify them",
+        description="Make COUNT fresh presentations from a wallet file (python -m engine "
+        "issue) and verify them as one verify_batch request.",
+    )
+    q.add_argument("--wallets", required=True, help="wallet file")
+    q.add_argument("--count", type=int, default=5, help="presentations (5)")
+    q.set_defaults(func=_client, what="try")
+    q = csub.add_parser(
+        "revocation-check",
+        help="ask whether ids are revoked",
+        description="IDs as card:<card-number> or credential:<serial-hex>.",
+    )
+    q.add_argument("ids", nargs="+", metavar="ID")
+    q.set_defaults(func=_client, what="revocation-check")
+
+
+def _serve(args) -> int:
+    from engine import config, logs, server
+
+    path = args.config
+    if args.demo:
+        from engine import demo
+
+        path = str(demo.prepare_serving(pathlib.Path(args.demo)))
+    overrides = []
+    for _, setting, _, _ in _SERVE_FLAGS:
+        value = getattr(args, setting)
+        if value is not None:
+            overrides.append((setting, str(value)))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        overrides.append((key, value))
+    cfg = config.load(path, overrides=overrides).validate()
+    if args.check:
+        server.Server(cfg)  # opens and verifies every data file
+        print("configuration OK")
+        return 0
+    logs.setup(cfg.log.level)
+    if args.demo:
+
+        def ready(srv):
+            client = f".venv/bin/python -m engine client --target {cfg.server.host}:{srv.port}"
+            print(
+                f"\nserving the demo on {cfg.server.host}:{srv.port}; metrics on "
+                f"http://{cfg.metrics.host}:{srv.metrics_port}/metrics\n"
+                "try it from another terminal:\n"
+                f"  {client} try --wallets {args.demo}/wallets.essc\n"
+                f"  {client} status\n"
+                "stop with Ctrl-C (drains in-flight requests, exits 0)\n",
+                flush=True,
+            )
+
+        return server.run(cfg, ready=ready)
+    return server.run(cfg)
+
+
+def _client(args) -> int:
+    host, _, port = args.target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--target {args.target!r}: expected HOST:PORT")
+    return asyncio.run(_client_main(args, host.strip("[]"), int(port)))
+
+
+async def _client_main(args, host: str, port: int) -> int:
+    from engine.client import Client
+
+    async with await Client.connect(host, port) as client:
+        if args.what == "ping":
+            start = time.perf_counter()
+            await client.ping()
+            print(f"pong in {(time.perf_counter() - start) * 1000:.2f} ms")
+            return 0
+        if args.what == "status":
+            print(json.dumps(await client.status(), indent=2))
+            return 0
+        if args.what == "revocation-check":
+            cards, serials = [], []
+            for item in args.ids:
+                kind, _, value = item.partition(":")
+                if kind == "card":
+                    cards.append(value)
+                elif kind == "credential":
+                    serials.append(bytes.fromhex(value))
+                else:
+                    raise ConfigError(f"{item!r}: expected card:<number> or credential:<hex>")
+            answer = await client.revocation_check(cards, serials)
+            for item, revoked in zip(args.ids, answer["cards"] + answer["credentials"]):
+                print(f"{item}: {'REVOKED' if revoked else 'not revoked'}")
+            return 0
+        if args.what == "verify":
+            batch = [pathlib.Path(f).read_bytes() for f in args.files]
+            labels = args.files
+        else:
+            batch, labels = _fresh_presentations(args.wallets, args.count)
+        results = await client.verify_batch(batch)
+        for label, r in zip(labels, results):
+            detail = r.reason or ""
+            if r.claims:
+                detail = f"card {r.claims['card_number']} region {r.claims['region']}"
+            print(f"{label}: {r.verdict.name} ({int(r.verdict)}) {detail}")
+        return 0 if all(r.verdict == 0 for r in results) else 1
+
+
+def _fresh_presentations(path: str, count: int) -> tuple[list[bytes], list[str]]:
+    import itertools
+
+    from engine import holder, wallets
+
+    chosen = list(itertools.islice(wallets.read(path), count))
+    if not chosen:
+        raise ConfigError(f"{path}: no wallets")
+    out = [holder.present(w.credential, w.holder_seed) for w in chosen]
+    return out, [f"wallet {i}" for i in range(len(out))]

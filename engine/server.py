@@ -1,0 +1,651 @@
+"""The verification server: asyncio + uvloop TCP, msgpack frames, cross-connection batching.
+
+One ``Connection`` (an asyncio Protocol) per client turns bytes into requests; verify
+requests from every connection go into one queue, and the micro-batcher hands them to
+the verification workers as a batch when it holds ``max_batch`` presentations or its
+oldest request has waited ``latency_budget_ms`` (whichever comes first) and a worker is
+free.  Workers run the pipeline (engine.verifier) in threads; the native core releases
+the GIL, so the event loop keeps reading and answering while a batch verifies.
+
+Everything is bounded: connections, presentations in flight per connection and in
+total (beyond them: an immediate BUSY), frame size, time to complete a frame, idle
+time, protocol errors per connection.  A client that does not read its responses is
+paused (its transport stops reading) instead of being buffered without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+
+from engine import __version__, logs
+from engine import protocol as proto
+from engine.config import Config, ConfigError
+from engine.framing import FrameDecoder, FrameTooLarge
+from engine.keys import KeyFileError, parse_public_key
+from engine.metrics import ServerMetrics
+from engine.replay import MemoryReplayCache
+from engine.revocation_source import CARD, CREDENTIAL, RevocationSource
+from engine.trustlist import TrustList, TrustListError
+from engine.verdicts import Verdict
+from engine.verifier import Verifier, VerifierConfig
+
+SWEEP_INTERVAL_S = 0.5
+
+_log = logs.event
+_busy_log = logs.RateLimited()
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "closed",
+        "decoder",
+        "errors",
+        "in_flight",
+        "last_frame",
+        "partial_since",
+        "peer",
+        "server",
+        "transport",
+    )
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.decoder = FrameDecoder(server.cfg.server.max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.in_flight = 0  # presentations of this connection queued or verifying
+        self.errors = 0
+        self.closed = False
+        self.last_frame = server.loop.time()
+        self.partial_since: float | None = None
+        self.peer = ""
+
+    # asyncio callbacks
+
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.server.connection_made(self)
+
+    def data_received(self, data):
+        now = self.server.loop.time()
+        try:
+            frames = self.decoder.feed(data)
+        except FrameTooLarge as e:
+            self.close_with_error(proto.FRAME_TOO_LARGE, str(e))
+            return
+        if frames:
+            self.last_frame = now
+            self.server.handle_frames(self, frames, now)
+        if self.decoder.pending:
+            if frames or self.partial_since is None:
+                self.partial_since = now
+        else:
+            self.partial_since = None
+
+    def eof_received(self):
+        return False  # half-closed clients are closed; nothing more can be asked
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.server.connection_lost(self)
+
+    def pause_writing(self):
+        # The client is not reading its responses: stop reading its requests.
+        self.transport.pause_reading()
+
+    def resume_writing(self):
+        if not self.closed:
+            self.transport.resume_reading()
+
+    # sending
+
+    def send(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+
+    def request_error(self, err: proto.RequestError) -> None:
+        self.errors += 1
+        self.server.metrics.protocol_errors.labels(err.code).inc()
+        self.send(proto.error_response(err.request_id, err.code, err.message))
+        limit = self.server.cfg.server.max_protocol_errors
+        if self.errors >= limit:
+            self.close_with_error(proto.TOO_MANY_ERRORS, f"{limit} protocol errors")
+
+    def close_with_error(self, code: str, message: str) -> None:
+        if self.closed:
+            return
+        self.server.metrics.protocol_errors.labels(code).inc()
+        _log(logging.INFO, "connection_closed_on_error", peer=self.peer, code=code)
+        self.send(proto.error_response(None, code, message))
+        self.closed = True
+        self.transport.close()  # flushes what is buffered, then closes
+
+
+class Server:
+    """Owns the listening socket, the connections, the batcher and the data in service."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        revocation: RevocationSource | None = None,
+    ):
+        """``revocation`` replaces the store named by the configuration (tests, embedding)."""
+        self.cfg = cfg.validate()
+        self.clock = clock
+        try:
+            self.root_public_key = parse_public_key(
+                cfg.trust.root_public_key, "trust.root_public_key"
+            )
+        except KeyFileError as e:
+            raise ConfigError(str(e)) from None
+        trust = TrustList.load(cfg.trust.trust_list, self.root_public_key)
+        v = cfg.verification
+        self.verifier = Verifier(
+            trust,
+            revocation=revocation if revocation is not None else open_revocation(cfg),
+            replay=MemoryReplayCache(v.replay_capacity),
+            config=VerifierConfig(
+                freshness_ms=v.freshness_ms,
+                skew_ms=v.skew_ms,
+                max_revocation_age_s=cfg.revocation.max_age_s,
+                revocation_fail_open=cfg.revocation.fail_open,
+                threads=cfg.batching.threads or None,
+            ),
+            clock=clock,
+        )
+        self.metrics = ServerMetrics()
+        self.connections: set[Connection] = set()
+        self.in_flight = 0
+        self.pending: list[tuple[Connection, proto.Request, float]] = []
+        self.pending_count = 0
+        self.busy_workers = 0
+        self.draining = False
+        self.started_at = time.time()
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            cfg.batching.workers, thread_name_prefix="essc-verify"
+        )
+        self._timer: asyncio.TimerHandle | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._metrics_http = None
+        self._tasks: list[asyncio.Task] = []
+        self._idle = asyncio.Event()
+        self._reload_lock: asyncio.Lock | None = None
+        self._stopped: asyncio.Event | None = None
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._reload_lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
+        s = self.cfg.server
+        self._server = await self.loop.create_server(
+            lambda: Connection(self), s.host, s.port, ssl=self._tls_context(), backlog=1024
+        )
+        m = self.cfg.metrics
+        if m.port:
+            from prometheus_client import start_http_server
+
+            self._metrics_http, _ = start_http_server(
+                m.port, m.host, registry=self.metrics.registry
+            )
+        self._tasks.append(self.loop.create_task(self._sweep()))
+        if self.cfg.reload.watch_interval_s > 0:
+            self._tasks.append(self.loop.create_task(self._watch()))
+        self._update_gauges()
+        _log(
+            logging.INFO,
+            "listening",
+            address=f"{s.host}:{self.port}",
+            metrics=f"{m.host}:{self.metrics_port}" if m.port else None,
+            tls=bool(s.tls_cert),
+            mutual_tls=bool(s.tls_client_ca),
+            trust_list_sequence=self.verifier.trust_list.sequence,
+            revocation_sequence=self._revocation_sequence(),
+            version=__version__,
+        )
+
+    @property
+    def port(self) -> int:
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics_http.server_address[1] if self._metrics_http else None
+
+    async def drain(self) -> None:
+        """Stop accepting, answer everything in flight, flush, close; bounded in time."""
+        if self.draining:
+            await self._stopped.wait()
+            return
+        self.draining = True
+        deadline = self.loop.time() + self.cfg.server.drain_timeout_s
+        _log(logging.INFO, "draining", in_flight=self.in_flight, connections=len(self.connections))
+        self._server.close()
+        self._schedule()  # no more waiting for fuller batches
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - self.loop.time()))
+        for conn in list(self.connections):
+            if not conn.closed:
+                conn.closed = True
+                conn.transport.close()  # sends what is buffered first
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.transport.abort()
+        for task in self._tasks:
+            task.cancel()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        _log(logging.INFO, "stopped", unanswered=self.in_flight)
+        self._stopped.set()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        s = self.cfg.server
+        if not s.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(s.tls_cert, s.tls_key)
+            if s.tls_client_ca:
+                ctx.load_verify_locations(s.tls_client_ca)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"TLS: {e}") from None
+        return ctx
+
+    # --- connections --------------------------------------------------------------------
+
+    def connection_made(self, conn: Connection) -> None:
+        if self.draining or len(self.connections) >= self.cfg.server.max_connections:
+            conn.close_with_error(proto.SERVER_FULL, "connection limit reached or draining")
+            return
+        self.connections.add(conn)
+
+    def connection_lost(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
+    async def _sweep(self) -> None:
+        """Closes idle connections and those stuck in the middle of a frame."""
+        s = self.cfg.server
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            now = self.loop.time()
+            for conn in list(self.connections):
+                if conn.closed:
+                    continue
+                if conn.partial_since is not None and now - conn.partial_since > s.frame_timeout_s:
+                    conn.close_with_error(proto.FRAME_TIMEOUT, "frame not completed in time")
+                elif conn.in_flight == 0 and now - conn.last_frame > s.idle_timeout_s:
+                    _log(logging.INFO, "connection_idle_closed", peer=conn.peer)
+                    conn.closed = True
+                    conn.transport.close()
+            self._update_gauges()
+
+    # --- requests -----------------------------------------------------------------------
+
+    def handle_frames(self, conn: Connection, frames: list[bytes], now: float) -> None:
+        max_items = self.cfg.server.max_batch_items
+        for payload in frames:
+            if conn.closed:
+                return
+            try:
+                req = proto.parse_request(payload, max_items)
+            except proto.RequestError as err:
+                conn.request_error(err)
+                continue
+            kind = req.type
+            if kind == proto.VERIFY or kind == proto.VERIFY_BATCH:
+                self._submit(conn, req, now)
+            elif kind == proto.PING:
+                conn.send(proto.response(req.id, {"pong": True}))
+            elif kind == proto.STATUS:
+                conn.send(proto.response(req.id, {"status": self.status()}))
+            else:
+                self._revocation_check(conn, req)
+
+    def _submit(self, conn: Connection, req: proto.Request, now: float) -> None:
+        n = len(req.presentations)
+        s = self.cfg.server
+        if self.draining:
+            reason = "draining"
+        elif conn.in_flight + n > s.max_in_flight_per_connection:
+            reason = "connection in-flight limit"
+        elif self.in_flight + n > s.max_in_flight:
+            reason = "server in-flight limit"
+        else:
+            conn.in_flight += n
+            self.in_flight += n
+            self._idle.clear()
+            self.pending.append((conn, req, now))
+            self.pending_count += n
+            self._schedule()
+            return
+        conn.send(proto.busy_response(req.id, req.type, n, reason))
+        self.metrics.busy.labels(reason).inc(n)
+        self.metrics.requests.labels(Verdict.BUSY.name).inc(n)
+        _busy_log(logging.WARNING, "busy", reason=reason, in_flight=self.in_flight)
+
+    def _schedule(self) -> None:
+        """Hands batches to free workers: full ones at once, others when their time is up."""
+        b = self.cfg.batching
+        while self.pending and self.busy_workers < b.workers:
+            if self.pending_count < b.max_batch and not self.draining:
+                due = self.pending[0][2] + b.latency_budget_ms / 1000
+                if self.loop.time() < due:
+                    if self._timer is None:
+                        self._timer = self.loop.call_at(due, self._on_timer)
+                    return
+            self._dispatch()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._schedule()
+
+    def _dispatch(self) -> None:
+        max_batch = self.cfg.batching.max_batch
+        taken, count = 0, 0
+        pending = self.pending
+        while taken < len(pending) and count < max_batch:
+            count += len(pending[taken][1].presentations)
+            taken += 1
+        batch = pending[:taken]
+        del pending[:taken]
+        self.pending_count -= count
+        if not pending and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        presentations = [p for _, req, _ in batch for p in req.presentations]
+        self.busy_workers += 1
+        future = self.loop.run_in_executor(self._executor, self.verifier.verify, presentations)
+        future.add_done_callback(partial(self._deliver, batch, count))
+
+    def _deliver(self, batch, count: int, future: asyncio.Future) -> None:
+        self.busy_workers -= 1
+        try:
+            results = future.result()
+        except Exception:  # a bug must cost one batch, never the server
+            logging.getLogger(logs.LOGGER).exception("batch_failed", extra={"fields": {}})
+            results = None
+        now = self.loop.time()
+        frames: dict[Connection, list[bytes]] = {}
+        latencies = np.empty(len(batch))
+        codes = np.empty(count, dtype=np.intp)
+        audit = self.cfg.log.audit
+        k = 0
+        for j, (conn, req, arrived) in enumerate(batch):
+            n = len(req.presentations)
+            conn.in_flight -= n
+            latencies[j] = now - arrived
+            if results is None:
+                frame = proto.error_response(req.id, proto.INTERNAL_ERROR, "verification failed")
+                codes[k : k + n] = Verdict.BUSY
+            elif req.type == proto.VERIFY:
+                r = results[k]
+                codes[k] = r.verdict
+                frame = proto.verify_response(req.id, r.verdict, r.reason, r.claims)
+            else:
+                part = results[k : k + n]
+                codes[k : k + n] = [r.verdict for r in part]
+                frame = proto.batch_response(req.id, [proto.result_map(*r) for r in part])
+            if audit:
+                self._audit(conn, req, codes[k : k + n], latencies[j])
+            k += n
+            if not conn.closed:
+                frames.setdefault(conn, []).append(frame)
+        for conn, out in frames.items():
+            conn.send(out[0] if len(out) == 1 else b"".join(out))
+        self.in_flight -= count
+        self.metrics.count_verdicts(codes)
+        self.metrics.latency.observe(latencies)
+        self.metrics.batch_size.observe(np.array([count], dtype=np.float64))
+        if self.in_flight == 0:
+            self._idle.set()
+        self._schedule()
+
+    def _audit(self, conn: Connection, req: proto.Request, codes, latency: float) -> None:
+        ctx = req.context or {}
+        _log(
+            logging.INFO,
+            "verified",
+            peer=conn.peer,
+            request_id=req.id,
+            merchant_id=ctx.get("merchant_id"),
+            terminal_id=ctx.get("terminal_id"),
+            verdicts=[Verdict(c).name for c in codes],
+            latency_ms=round(latency * 1000, 3),
+        )
+
+    def _revocation_check(self, conn: Connection, req: proto.Request) -> None:
+        store = self.verifier.revocation
+        if store is None:
+            conn.request_error(
+                proto.RequestError(
+                    proto.NO_REVOCATION_DATA, "no revocation data configured", req.id
+                )
+            )
+            return
+        cards = [c.encode("utf-8", "replace") for c in req.message.get("cards", [])]
+        serials = req.message.get("credentials", [])
+        conn.send(
+            proto.response(
+                req.id,
+                {
+                    "cards": store.contains(CARD, cards).tolist() if cards else [],
+                    "credentials": store.contains(CREDENTIAL, serials).tolist() if serials else [],
+                    "revocation_sequence": store.sequence,
+                },
+            )
+        )
+
+    def status(self) -> dict:
+        trust = self.verifier.trust_list
+        store = self.verifier.revocation
+        now = self.clock()
+        return {
+            "version": __version__,
+            "trust_list_sequence": trust.sequence,
+            "trust_list_issued_at": trust.issued_at,
+            "revocation_sequence": None if store is None else store.sequence,
+            "revocation_age_s": None if store is None else round(now - store.created_at, 3),
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "connections": len(self.connections),
+            "in_flight": self.in_flight,
+            "draining": self.draining,
+        }
+
+    def _revocation_sequence(self) -> int | None:
+        store = self.verifier.revocation
+        return None if store is None else store.sequence
+
+    def _update_gauges(self) -> None:
+        m = self.metrics
+        now = self.clock()
+        m.connections.set(len(self.connections))
+        m.queue_depth.set(self.in_flight)
+        trust = self.verifier.trust_list
+        m.trust_sequence.set(trust.sequence)
+        m.trust_age.set(now - trust.issued_at)
+        store = self.verifier.revocation
+        m.revocation_sequence.set(-1 if store is None else store.sequence)
+        m.revocation_age.set(0 if store is None else now - store.created_at)
+
+    # --- reload -------------------------------------------------------------------------
+
+    async def reload(self, why: str = "signal") -> bool:
+        """Loads the trust list and revocation data again; a bad file leaves the old in service.
+
+        Returns True when everything that was tried loaded (or was unchanged).
+        """
+        async with self._reload_lock:
+            try:
+                ok = await self._reload_trust(why)
+                ok = await self._reload_revocation(why) and ok
+            except Exception:  # a bug in reloading must not take the server down
+                logging.getLogger(logs.LOGGER).exception(
+                    "reload_failed", extra={"fields": {"why": why}}
+                )
+                return False
+            self._update_gauges()
+            return ok
+
+    async def _reload_trust(self, why: str) -> bool:
+        path = self.cfg.trust.trust_list
+        current = self.verifier.trust_list
+        try:
+            new = await self.loop.run_in_executor(None, TrustList.load, path, self.root_public_key)
+        except TrustListError as e:
+            self.metrics.reloads.labels("trust_list", "failed").inc()
+            _log(
+                logging.ERROR,
+                "reload_failed",
+                what="trust_list",
+                why=why,
+                error=str(e),
+                in_service=current.sequence,
+            )
+            return False
+        if not new.may_replace(current):
+            self.metrics.reloads.labels("trust_list", "rejected").inc()
+            _log(
+                logging.ERROR,
+                "reload_rejected",
+                what="trust_list",
+                why=why,
+                error="sequence older than the list in service, or same sequence with other "
+                "content",
+                offered=new.sequence,
+                in_service=current.sequence,
+            )
+            return False
+        if new.sequence != current.sequence:
+            self.verifier.trust_list = new
+            self.metrics.reloads.labels("trust_list", "ok").inc()
+            _log(
+                logging.INFO,
+                "reloaded",
+                what="trust_list",
+                why=why,
+                sequence=new.sequence,
+                previous=current.sequence,
+            )
+        return True
+
+    async def _reload_revocation(self, why: str) -> bool:
+        store = self.verifier.revocation
+        if store is None:
+            return True
+        before = store.sequence
+        try:
+            await self.loop.run_in_executor(None, store.reload)
+        except Exception as e:
+            self.metrics.reloads.labels("revocation", "failed").inc()
+            _log(
+                logging.ERROR,
+                "reload_failed",
+                what="revocation",
+                why=why,
+                error=str(e),
+                in_service=before,
+            )
+            return False
+        if store.sequence != before:
+            self.metrics.reloads.labels("revocation", "ok").inc()
+            _log(
+                logging.INFO,
+                "reloaded",
+                what="revocation",
+                why=why,
+                sequence=store.sequence,
+                previous=before,
+            )
+        return True
+
+    async def _watch(self) -> None:
+        """Polls the data files and reloads when one changes (replaced or rewritten)."""
+
+        def stamp():
+            paths = [
+                self.cfg.trust.trust_list,
+                self.cfg.revocation.snapshot,
+                *self.cfg.revocation.deltas,
+            ]
+            out = []
+            for p in paths:
+                if p:
+                    try:
+                        st = os.stat(p)
+                        out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+                    except OSError:
+                        out.append(None)
+            return out
+
+        last = stamp()
+        while True:
+            await asyncio.sleep(self.cfg.reload.watch_interval_s)
+            now = stamp()
+            if now != last:
+                last = now
+                await self.reload("file changed")
+
+
+def open_revocation(cfg: Config):
+    """The revocation store named by the configuration, or None when none is configured."""
+    if not cfg.revocation.snapshot:
+        return None
+    raise ConfigError("revocation.snapshot is set, but this build has no revocation store")
+
+
+async def serve(cfg: Config, *, ready: Callable[[Server], None] | None = None) -> int:
+    """Runs until SIGTERM or SIGINT, then drains; SIGHUP reloads.  Returns the exit status."""
+    server = Server(cfg)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_log_loop_exception)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload("SIGHUP")))
+    if ready is not None:
+        ready(server)
+    await stop.wait()
+    await server.drain()
+    return 0
+
+
+def _log_loop_exception(loop, context: dict) -> None:
+    error = context.get("exception")
+    _log(
+        logging.ERROR,
+        "internal_error",
+        message=context.get("message"),
+        error=repr(error) if error else None,
+    )
+
+
+def run(cfg: Config, *, ready: Callable[[Server], None] | None = None) -> int:
+    try:
+        import uvloop
+    except ImportError:  # the engine runs on the default loop too, just slower
+        return asyncio.run(serve(cfg, ready=ready))
+    return uvloop.run(serve(cfg, ready=ready))

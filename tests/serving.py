@@ -1,0 +1,63 @@
+"""Running the server inside the test process, on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import uvloop
+
+from engine.config import Config
+from engine.server import Server
+
+
+def server_config(pki, **settings) -> Config:
+    """Loopback, any free port, no metrics port; ``settings`` as {"section.key": value}."""
+    cfg = Config()
+    cfg.server.port = 0
+    cfg.metrics.port = 0
+    cfg.trust.trust_list = str(pki.trust_list_path)
+    cfg.trust.root_public_key = pki.root_public_key.hex()
+    for dotted, value in settings.items():
+        cfg.set(dotted, value, "test")
+    return cfg
+
+
+class ServerThread:
+    """A Server on its own uvloop in a background thread; ``stop()`` drains it."""
+
+    def __init__(self, cfg: Config, **server_kwargs):
+        self.server = Server(cfg, **server_kwargs)
+        self.loop = uvloop.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="essc-test-server", daemon=True)
+        self.thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_until_complete(self.server._stopped.wait())
+        self.loop.close()
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def call(self, coro, timeout: float = 30):
+        """Runs a coroutine on the server's loop and returns its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.call(self.server.drain())
+            self.thread.join(30)

@@ -1,0 +1,361 @@
+"""The server over real sockets on 127.0.0.1: verdicts, pipelining, limits, errors, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+
+import msgpack
+import pytest
+from prometheus_client import generate_latest
+
+from engine import protocol as proto
+from engine.client import Client, ServerError
+from engine.framing import FrameDecoder
+from engine.revocation_source import SetRevocation
+from engine.scenarios import BUILDABLE
+from engine.verdicts import Verdict
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+class RawConnection:
+    """A blocking socket speaking frames by hand, for malformed input."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.decoder = FrameDecoder(1 << 30)
+        self.frames: list[dict] = []
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self) -> dict:
+        while not self.frames:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed")
+            self.frames += [msgpack.unpackb(p, raw=False) for p in self.decoder.feed(data)]
+        return self.frames.pop(0)
+
+    def closed_by_server(self) -> bool:
+        """Reads until the server closes the connection (True) or a timeout (False)."""
+        try:
+            while self.sock.recv(65536):
+                pass
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def revocation(scenarios):
+    return SetRevocation(scenarios.revoked_cards, scenarios.revoked_serials)
+
+
+def test_every_verdict_class_end_to_end(start_server, scenarios, revocation):
+    srv = start_server(revocation=revocation)
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            batch = scenarios.presentations(BUILDABLE, now_ms())
+            singles = await asyncio.gather(*(client.verify(p) for p in batch))
+            for outcome, result in zip(BUILDABLE, singles):
+                want = Verdict.OK if outcome is Verdict.REPLAYED else outcome
+                assert result.verdict is want, (outcome, result)
+            replay = batch[BUILDABLE.index(Verdict.REPLAYED)]
+            assert (await client.verify(replay)).verdict is Verdict.REPLAYED
+            # The same outcomes through verify_batch, with fresh presentations.
+            batch = scenarios.presentations(BUILDABLE, now_ms())
+            results = await client.verify_batch([*batch, batch[BUILDABLE.index(Verdict.REPLAYED)]])
+            got = [r.verdict for r in results]
+            want = [Verdict.OK if o is Verdict.REPLAYED else o for o in BUILDABLE]
+            assert got == [*want, Verdict.REPLAYED]
+            ok = results[0]
+            assert ok.claims["card_number"] and ok.claims["serial"]
+            assert results[1].reason  # MALFORMED says why
+
+    run(go())
+
+
+def test_hundreds_pipelined_on_one_connection(start_server, scenarios):
+    srv = start_server()
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            outcomes = [Verdict.OK, Verdict.EXPIRED, Verdict.BAD_HOLDER_SIGNATURE] * 200
+            batch = scenarios.presentations(outcomes, now_ms())
+            tasks = [asyncio.ensure_future(client.verify(p)) for p in batch]
+            await asyncio.sleep(0)  # one loop pass: every task has written its request
+            assert client.in_flight == len(batch)  # all sent before any answer
+            results = await asyncio.gather(*tasks)
+            assert [r.verdict for r in results] == outcomes
+
+    run(go())
+
+
+def test_many_clients_get_their_own_answers(start_server, scenarios, revocation):
+    srv = start_server(revocation=revocation)
+    kinds = [v for v in BUILDABLE if v is not Verdict.REPLAYED]
+
+    async def one_client(k: int):
+        outcome = kinds[k % len(kinds)]
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            batch = scenarios.presentations([outcome] * 30, now_ms())
+            results = await asyncio.gather(*(client.verify(p) for p in batch))
+            return outcome, [r.verdict for r in results]
+
+    async def go():
+        answers = await asyncio.gather(*(one_client(k) for k in range(40)))
+        assert len(answers) == 40
+        for outcome, verdicts in answers:
+            assert verdicts == [outcome] * 30
+
+    run(go())
+
+
+def test_protocol_errors_are_answered_and_isolated(start_server, scenarios):
+    srv = start_server(server__max_batch_items=8, server__max_frame_bytes=4096)
+    good = RawConnection(srv.port)
+    (pres,) = scenarios.presentations([Verdict.OK], now_ms())
+
+    bad = RawConnection(srv.port)
+    cases = [
+        (struct.pack(">I", 5) + os.urandom(5), proto.UNDECODABLE, None),
+        (proto.request(1, "teleport"), proto.UNKNOWN_TYPE, 1),
+        (proto.request(2, "verify", presentation="text"), proto.BAD_REQUEST, 2),
+        (proto.request(3, "verify"), proto.BAD_REQUEST, 3),
+        (proto.request(4, "verify_batch", presentations=[pres] * 9), proto.TOO_MANY_ITEMS, 4),
+        (proto.request(5, "verify_batch", presentations=[]), proto.BAD_REQUEST, 5),
+        (proto.request(6, "ping", context={"merchant_id": "bad id!"}), proto.BAD_REQUEST, 6),
+        (struct.pack(">I", 7) + msgpack.packb([1, 2, 3]) + b"\x00" * 3, proto.UNDECODABLE, None),
+        (struct.pack(">I", 4) + msgpack.packb([1, 2, 3]), proto.BAD_REQUEST, None),
+        (struct.pack(">I", 0), proto.UNDECODABLE, None),
+        (msgpack.packb({"id": -1, "type": "ping"}), None, None),  # not even a frame
+    ]
+    for frame, code, rid in cases[:-1]:
+        bad.send(frame)
+        response = bad.response()
+        assert response["error"] == code, (frame[:20], response)
+        assert response["id"] == rid
+        assert response["message"]
+        # The well-behaved client is served meanwhile.
+        good.send(proto.request(100, "verify", presentation=pres))
+        assert good.response()["verdict"] in (Verdict.OK, Verdict.REPLAYED)
+    # Still usable after errors: the connection stays open for request-level errors.
+    bad.send(proto.request(9, "ping"))
+    assert bad.response() == {"id": 9, "pong": True}
+    # An oversize frame cannot be skipped safely: error, then the connection closes.
+    bad.send(struct.pack(">I", 4097) + b"x" * 100)
+    response = bad.response()
+    assert response["error"] == proto.FRAME_TOO_LARGE
+    assert bad.closed_by_server()
+    good.send(proto.request(101, "ping"))
+    assert good.response() == {"id": 101, "pong": True}
+    metrics = generate_latest(srv.server.metrics.registry).decode()
+    assert 'essc_protocol_errors_total{code="frame_too_large"} 1.0' in metrics
+
+
+def test_random_garbage_streams_never_hurt_the_server(start_server):
+    srv = start_server(server__max_frame_bytes=1 << 16)
+    for seed in range(20):
+        conn = RawConnection(srv.port)
+        conn.sock.settimeout(5)
+        conn.send(os.urandom(2000 + seed))
+        conn.sock.shutdown(socket.SHUT_WR)
+        conn.closed_by_server()
+        conn.close()
+    ok = RawConnection(srv.port)
+    ok.send(proto.request(1, "ping"))
+    assert ok.response() == {"id": 1, "pong": True}
+
+
+def test_too_many_errors_closes_the_connection(start_server):
+    srv = start_server(server__max_protocol_errors=3)
+    conn = RawConnection(srv.port)
+    for i in range(3):
+        conn.send(proto.request(i, "nope"))
+        assert conn.response()["error"] == proto.UNKNOWN_TYPE
+    assert conn.response()["error"] == proto.TOO_MANY_ERRORS
+    assert conn.closed_by_server()
+
+
+def test_busy_under_overload_with_bounded_queue(start_server, scenarios):
+    # One worker, small batches and a long budget: requests queue up quickly.
+    srv = start_server(
+        server__max_in_flight=40,
+        server__max_in_flight_per_connection=30,
+        batching__workers=1,
+        batching__max_batch=8,
+    )
+    peak = []
+
+    async def watch():
+        while True:
+            peak.append(srv.server.in_flight)
+            await asyncio.sleep(0)
+
+    async def flood(client, n):
+        batch = scenarios.presentations([Verdict.OK] * n, now_ms())
+        return await asyncio.gather(*(client.verify(p) for p in batch))
+
+    async def go():
+        watcher = asyncio.run_coroutine_threadsafe(watch(), srv.loop)
+        try:
+            a = await Client.connect("127.0.0.1", srv.port)
+            b = await Client.connect("127.0.0.1", srv.port)
+            ra, rb = await asyncio.gather(flood(a, 200), flood(b, 200))
+            await a.close()
+            await b.close()
+        finally:
+            watcher.cancel()
+        return ra + rb
+
+    results = run(go())
+    verdicts = [r.verdict for r in results]
+    assert len(verdicts) == 400  # every request answered
+    assert set(verdicts) == {Verdict.OK, Verdict.BUSY}
+    assert verdicts.count(Verdict.BUSY) > 0
+    assert max(peak) <= 40
+    busy = [r for r in results if r.verdict is Verdict.BUSY]
+    assert all("limit" in r.reason for r in busy)
+
+
+def test_client_that_stops_reading_is_paused_not_buffered(start_server, scenarios):
+    srv = start_server(server__max_in_flight_per_connection=64)
+    (pres,) = scenarios.presentations([Verdict.EXPIRED], now_ms())
+    conn = RawConnection(srv.port)
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    frame = proto.request(1, "verify", presentation=pres)
+    # Push requests without ever reading: the server must stop reading from us.
+    conn.sock.setblocking(False)
+    sent = 0
+    stalled_at = None
+    for _ in range(200_000):
+        try:
+            sent += conn.sock.send(frame * 32)
+        except BlockingIOError:
+            stalled_at = sent
+            break
+    assert stalled_at is not None, "the server kept reading from a client that does not read"
+    buffered = srv.call(_write_buffer_sizes(srv.server))
+    assert max(buffered) < 4 * 1024 * 1024
+    assert srv.server.in_flight <= 64
+    conn.close()
+
+
+async def _write_buffer_sizes(server):
+    return [c.transport.get_write_buffer_size() for c in server.connections] or [0]
+
+
+def test_slow_loris_and_idle_connections_are_closed(start_server):
+    srv = start_server(server__frame_timeout_s=0.5, server__idle_timeout_s=1.0)
+    partial = RawConnection(srv.port)
+    partial.send(b"\x00\x00")  # half a header, then nothing
+    response = partial.response()
+    assert response["error"] == proto.FRAME_TIMEOUT
+    assert partial.closed_by_server()
+    trickle = RawConnection(srv.port)
+    trickle.send(struct.pack(">I", 50) + b"\x81")  # a frame that never completes
+    assert trickle.response()["error"] == proto.FRAME_TIMEOUT
+    idle = RawConnection(srv.port)
+    idle.send(proto.request(1, "ping"))
+    assert idle.response()["pong"] is True
+    assert idle.closed_by_server()  # silent after 1 s of idleness
+
+
+def test_connection_limit(start_server):
+    srv = start_server(server__max_connections=2)
+    a, b = RawConnection(srv.port), RawConnection(srv.port)
+    for c in (a, b):
+        c.send(proto.request(1, "ping"))
+        assert c.response()["pong"] is True
+    c = RawConnection(srv.port)
+    assert c.response()["error"] == proto.SERVER_FULL
+    assert c.closed_by_server()
+
+
+def test_status_ping_and_revocation_check(start_server, scenarios, revocation):
+    srv = start_server(revocation=revocation)
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            assert await client.ping() is True
+            status = await client.status()
+            assert status["trust_list_sequence"] == 1
+            assert status["revocation_sequence"] == 0
+            assert status["draining"] is False
+            card = next(iter(scenarios.revoked_cards)).decode()
+            serial = next(iter(scenarios.revoked_serials))
+            answer = await client.revocation_check([card, "A00000000"], [serial, bytes(16)])
+            assert answer["cards"] == [True, False]
+            assert answer["credentials"] == [True, False]
+
+    run(go())
+
+
+def test_revocation_check_without_data(start_server):
+    srv = start_server()
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            with pytest.raises(ServerError, match="no_revocation_data"):
+                await client.revocation_check(["A00000000"])
+
+    run(go())
+
+
+def test_context_is_accepted_and_audited_without_personal_data(start_server, scenarios, caplog):
+    from engine import logs
+
+    srv = start_server(log__audit=True)
+    logs.setup("info")
+    import logging
+
+    logging.getLogger(logs.LOGGER).propagate = True
+    (pres,) = scenarios.presentations([Verdict.OK], now_ms())
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            ctx = {"merchant_id": "M-4403-0001", "terminal_id": "T:17"}
+            return await client.verify(pres, context=ctx)
+
+    with caplog.at_level(logging.INFO, logger=logs.LOGGER):
+        result = run(go())
+    assert result.verdict is Verdict.OK
+    lines = [r for r in caplog.records if r.getMessage() == "verified"]
+    assert len(lines) == 1
+    text = logs.JsonFormatter().format(lines[0])
+    assert "M-4403-0001" in text and "T:17" in text and '"OK"' in text
+    assert result.claims["card_number"] not in text
+    logging.getLogger(logs.LOGGER).propagate = False
+
+
+def test_metrics_count_verdicts_and_batches(start_server, scenarios):
+    srv = start_server()
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            batch = scenarios.presentations([Verdict.OK] * 5 + [Verdict.EXPIRED] * 3, now_ms())
+            await client.verify_batch(batch)
+
+    run(go())
+    text = generate_latest(srv.server.metrics.registry).decode()
+    assert 'essc_verifications_total{verdict="OK"} 5.0' in text
+    assert 'essc_verifications_total{verdict="EXPIRED"} 3.0' in text
+    assert "essc_verify_latency_seconds_count 1.0" in text
+    assert "essc_batch_size_sum 8.0" in text

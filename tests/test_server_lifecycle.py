@@ -1,0 +1,234 @@
+"""The server as ops run it: a subprocess with signals (SIGHUP reload, SIGTERM drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from engine.client import Client
+from engine.pki import init, update_trust_list
+from engine.scenarios import Scenarios
+from engine.trustlist import Status
+from engine.verdicts import Verdict
+
+
+class ServerProcess:
+    """`python -m engine serve` on 127.0.0.1 and a free port; its JSON log lines are events."""
+
+    def __init__(self, pki, tmp_path, *flags: str):
+        cfg = tmp_path / "engine.toml"
+        cfg.write_text(
+            '[server]\nhost = "127.0.0.1"\nport = 0\n[metrics]\nport = 0\n'
+            f'[trust]\nroot_public_key = "{pki.root_public_key.hex()}"\n'
+            f'trust_list = "{pki.trust_list_path}"\n'
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "serve", "--config", str(cfg), *flags],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.events: queue.Queue = queue.Queue()
+        self.log: list[dict] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        listening = self.wait_for("listening")
+        self.port = int(listening["address"].rsplit(":", 1)[1])
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = {"event": "unparsed", "line": line}
+            self.log.append(event)
+            self.events.put(event)
+        self.events.put(None)
+
+    def wait_for(self, name: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
+            if event is None:
+                raise AssertionError(f"server exited before {name!r}: {self.log}")
+            if event.get("event") == name:
+                return event
+
+    def signal(self, sig) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+@pytest.fixture
+def own_pki(tmp_path):
+    return init(tmp_path / "pki")
+
+
+@pytest.fixture
+def serve(own_pki, tmp_path):
+    started = []
+
+    def start(*flags):
+        p = ServerProcess(own_pki, tmp_path, *flags)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def test_sigterm_drains_with_zero_lost_responses(serve, own_pki):
+    srv = serve("--set", "server.max_in_flight_per_connection=5000")
+    scenarios = Scenarios(own_pki, int(time.time()))
+    batch = scenarios.presentations([Verdict.OK] * 1500, now_ms())
+
+    async def go():
+        client = await Client.connect("127.0.0.1", srv.port)
+        tasks = [asyncio.ensure_future(client.verify(p)) for p in batch]
+        await asyncio.sleep(0)  # every request written
+        await client.ping()  # answered only after the server has read all of them
+        srv.signal(signal.SIGTERM)
+        results = await asyncio.gather(*tasks)
+        await client.close()
+        return results
+
+    results = asyncio.run(asyncio.wait_for(go(), 120))
+    assert len(results) == 1500
+    verdicts = {r.verdict for r in results}
+    assert verdicts <= {Verdict.OK, Verdict.BUSY}
+    # Everything read before SIGTERM was in flight, so it is answered with its verdict.
+    assert [r.verdict for r in results].count(Verdict.OK) == 1500
+    assert srv.proc.wait(30) == 0
+    stopped = srv.wait_for("stopped")
+    assert stopped["unanswered"] == 0
+
+
+def test_sighup_reloads_under_traffic_without_failures(serve, own_pki, tmp_path):
+    srv = serve()
+    scenarios = Scenarios(own_pki, int(time.time()))
+
+    async def traffic(client, stop: asyncio.Event):
+        verdicts = []
+        while not stop.is_set():
+            batch = scenarios.presentations([Verdict.OK] * 20, now_ms())
+            verdicts += [r.verdict for r in await client.verify_batch(batch)]
+        return verdicts
+
+    async def go():
+        client = await Client.connect("127.0.0.1", srv.port)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(traffic(client, stop))
+        loop = asyncio.get_running_loop()
+        # 1. A newer list, announced by SIGHUP, replaces the old one.
+        update_trust_list(own_pki, channel_status={"alipay": Status.SUSPENDED})
+        srv.signal(signal.SIGHUP)
+        reloaded = await loop.run_in_executor(None, srv.wait_for, "reloaded")
+        assert reloaded["sequence"] == 2
+        # 2. A corrupt file is refused; the old list stays in service.
+        good = own_pki.trust_list_path.read_bytes()
+        own_pki.trust_list_path.write_bytes(good[:-7])
+        srv.signal(signal.SIGHUP)
+        failed = await loop.run_in_executor(None, srv.wait_for, "reload_failed")
+        assert failed["in_service"] == 2
+        # 3. An older list is refused too.
+        own_pki.trust_list_path.write_bytes(own_pki.trust_list.encode())
+        srv.signal(signal.SIGHUP)
+        rejected = await loop.run_in_executor(None, srv.wait_for, "reload_rejected")
+        assert rejected["offered"] == 1 and rejected["in_service"] == 2
+        assert (await client.status())["trust_list_sequence"] == 2
+        stop.set()
+        verdicts = await task
+        await client.close()
+        return verdicts
+
+    verdicts = asyncio.run(asyncio.wait_for(go(), 120))
+    assert len(verdicts) >= 20
+    assert set(verdicts) == {Verdict.OK}
+
+
+def test_new_trust_list_changes_verdicts(serve, own_pki):
+    srv = serve()
+    scenarios = Scenarios(own_pki, int(time.time()))
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            (a,) = scenarios.presentations([Verdict.OK], now_ms())
+            assert (await client.verify(a)).verdict is Verdict.OK
+            update_trust_list(own_pki, channel_status={"hrss-app": Status.REVOKED})
+            srv.signal(signal.SIGHUP)
+            await asyncio.get_running_loop().run_in_executor(None, srv.wait_for, "reloaded")
+            (b,) = scenarios.presentations([Verdict.OK], now_ms())
+            assert (await client.verify(b)).verdict is Verdict.CHANNEL_REVOKED
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def test_file_watcher_reloads_without_a_signal(serve, own_pki):
+    srv = serve("--set", "reload.watch_interval_s=0.2")
+    update_trust_list(own_pki, issuer_status={"iss-110000-01": Status.SUSPENDED})
+    assert srv.wait_for("reloaded")["why"] == "file changed"
+
+
+def test_bad_configuration_is_one_clear_error(tmp_path, own_pki):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[server]\nprot = 7700\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "serve", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "unknown setting 'server.prot'" in proc.stderr
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--trust-list",
+            str(own_pki.trust_list_path),
+            "--root-key",
+            "00" * 32,
+            "--check",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "root signature does not verify" in proc.stderr
+    env = dict(os.environ, ESSC_SERVER_PORT="not-a-port")
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "serve", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert "ESSC_SERVER_PORT" in proc.stderr
