@@ -359,3 +359,46 @@ def test_metrics_count_verdicts_and_batches(start_server, scenarios):
     assert 'essc_verifications_total{verdict="EXPIRED"} 3.0' in text
     assert "essc_verify_latency_seconds_count 1.0" in text
     assert "essc_batch_size_sum 8.0" in text
+
+
+def _doc_block(doc: str, after: str) -> str:
+    """The hex column of the first code block after ``after`` in docs/PROTOCOL.md."""
+    import re
+
+    block = doc.split(after, 1)[1].split("```", 2)[1]
+    out = []
+    for line in block.splitlines():
+        line = line.replace("client ->", "").replace("server ->", "").strip()
+        out.append(re.split(r"\s{2,}", line)[0].replace(" ", "") if line else "")
+    return "".join(out)
+
+
+def test_protocol_doc_examples_match_the_encoder():
+    import json
+    import pathlib
+
+    root = pathlib.Path(__file__).parent.parent
+    doc = (root / "docs" / "PROTOCOL.md").read_text()
+    ping = _doc_block(doc, "A ping, request id 1:")
+    assert ping == proto.request(1, "ping").hex() + proto.response(1, {"pong": True}).hex()
+    claims = {
+        "card_number": "G12345678",
+        "region": "440300",
+        "channel": "hrss-app",
+        "issuer": "iss-440000-01",
+        "serial": bytes(range(16)),
+        "purpose": "medical_settlement",
+        "presented_at_ms": 1780000000000,
+        "valid_until": 1798761600,
+    }
+    answer = _doc_block(doc, "The answer when the presentation is valid")
+    assert answer == proto.verify_response(7, 0, None, claims).hex()
+    vectors = json.loads((root / "tests" / "vectors" / "essc_v1.json").read_text())
+    pres = bytes.fromhex(vectors["presentation"]["encoded"])
+    ctx = {"merchant_id": "M-4403-0001", "terminal_id": "T17"}
+    request = proto.request(7, "verify", presentation=pres, context=ctx).hex()
+    shown = _doc_block(doc, "(343 bytes) and a context:").split("...")[0]
+    assert request.startswith(shown) and len(request) == 2 * (4 + 425)
+    revoked = proto.verify_response(8, 12, None, None).hex()
+    assert revoked == "0000000e82a2696408a7766572646963740c"
+    assert "00 00 00 0e 82 a2 6964 08 a7 76657264696374 0c" in doc
