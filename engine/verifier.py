@@ -3,13 +3,14 @@
     verifier = Verifier(trust_list, revocation=store, replay=MemoryReplayCache())
     results = verifier.verify(presentations, now_ms)
 
-Steps, each over the whole batch: decode and validate structure; look up the issuer
-in the trust list; verify both signatures of every presentation in one native batch
-call; issuer, channel, validity and freshness checks; revocation look-ups in batches;
-the replay check last, so that only a presentation that is otherwise OK uses up its
-nonce.  The verdict is the lowest-numbered one that applies (engine.verdicts), and it
-never depends on what else is in the batch: each step looks at one item at a time,
-and the replay step processes items in order, exactly as one-by-one calls would.
+Steps, each over the whole batch: the native core (engine._core.check_presentations)
+parses every presentation strictly, looks up its issuer, verifies both signatures of
+every presentation in one batch call and makes the issuer, channel, validity and
+freshness checks; then revocation look-ups in batches; then the replay check last, so
+that only a presentation that is otherwise OK uses up its nonce.  The verdict is the
+lowest-numbered one that applies (engine.verdicts), and it never depends on what else
+is in the batch: every check looks at one item at a time, and the replay step takes
+items in order, exactly as one-by-one calls would.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from engine import _core
 from engine import replay as replay_mod
-from engine.credentials import Presentation
+from engine.credentials import Presentation, Purpose
 from engine.encoding import FormatError
 from engine.replay import MemoryReplayCache, ReplayStore
 from engine.revocation_source import CARD, CREDENTIAL, RevocationSource
-from engine.sigverify import verify_batch
-from engine.trustlist import Status, TrustList
+from engine.trustlist import TrustList
 from engine.verdicts import Verdict
 
 DEFAULT_FRESHNESS_MS = 60_000
@@ -54,19 +55,25 @@ class Result(NamedTuple):
     claims: dict | None = None  # on OK only
 
 
-def claims_of(pres: Presentation) -> dict:
-    """The non-sensitive claims a relying party receives on OK (no citizen digest)."""
-    cred = pres.credential
-    return {
-        "card_number": cred.card_number,
-        "region": cred.region,
-        "channel": cred.channel,
-        "issuer": cred.issuer_key_id,
-        "serial": cred.serial,
-        "purpose": pres.purpose.name.lower(),
-        "presented_at_ms": pres.timestamp_ms,
-        "valid_until": cred.not_after,
-    }
+# Detail codes of engine/native/presentation.h, for reason texts.
+_DETAIL_ISSUER_STATUS, _DETAIL_ISSUER_WINDOW, _DETAIL_ISSUER_REGION, _DETAIL_CHANNEL_STATUS = (
+    1,
+    2,
+    3,
+    4,
+)
+_PURPOSES = {int(p): p.name.lower() for p in Purpose}
+_VERDICTS = list(Verdict)
+
+
+def trust_table(trust: TrustList) -> _core.TrustTable:
+    return _core.TrustTable(
+        [
+            (k.key_id, k.region, k.public_key, k.not_before, k.not_after, int(k.status))
+            for k in trust.issuers.values()
+        ],
+        [(c.channel_id, int(c.status)) for c in trust.channels.values()],
+    )
 
 
 class Verifier:
@@ -91,119 +98,114 @@ class Verifier:
         self.config = config or VerifierConfig()
         self.clock = clock
 
+    @property
+    def trust_list(self) -> TrustList:
+        return self._trust[0]
+
+    @trust_list.setter
+    def trust_list(self, trust: TrustList) -> None:
+        # One attribute, so a batch reads the list and its table as one consistent pair.
+        self._trust = (trust, trust_table(trust))
+
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
     def verify(self, presentations: Sequence[bytes], now_ms: int | None = None) -> list[Result]:
         now_ms = self.now_ms() if now_ms is None else now_ms
-        trust, revocation, cfg = self.trust_list, self.revocation, self.config
-        n = len(presentations)
-        results: list[Result | None] = [None] * n
-
-        # 1. Structure and issuer look-up.
-        parsed: list[tuple[int, Presentation]] = []
-        msgs: list[bytes] = []
-        sigs: list[bytes] = []
-        pks: list[bytes] = []
-        issuers = trust.issuers
-        for i, data in enumerate(presentations):
-            try:
-                pres, pres_body, cred_body = Presentation.decode_parts(data)
-            except FormatError as e:
-                results[i] = Result(Verdict.MALFORMED, str(e))
-                continue
-            cred = pres.credential
-            issuer = issuers.get(cred.issuer_key_id)
-            if issuer is None:
-                results[i] = Result(Verdict.UNKNOWN_ISSUER, f"issuer key {cred.issuer_key_id!r}")
-                continue
-            parsed.append((i, pres))
-            msgs += (cred_body, pres_body)
-            sigs += (cred.signature, pres.signature)
-            pks += (issuer.public_key, cred.holder_key)
-
-        # 2. Both signatures of every presentation, one native call.
-        ok = verify_batch(msgs, sigs, pks, threads=cfg.threads) if msgs else ()
-
-        # 3. Trust, validity and freshness.
-        candidates: list[tuple[int, Presentation]] = []
-        now_s = now_ms // 1000
-        channels = trust.channels
-        for j, (i, pres) in enumerate(parsed):
-            cred = pres.credential
-            if not ok[2 * j]:
-                results[i] = Result(Verdict.BAD_ISSUER_SIGNATURE)
-                continue
-            if not ok[2 * j + 1]:
-                results[i] = Result(Verdict.BAD_HOLDER_SIGNATURE)
-                continue
-            issuer = issuers[cred.issuer_key_id]
-            channel = channels.get(cred.channel)
-            if issuer.status is not Status.ACTIVE:
-                results[i] = Result(Verdict.ISSUER_INVALID, f"issuer key {issuer.status.name}")
-            elif not issuer.not_before <= now_s <= issuer.not_after:
-                results[i] = Result(Verdict.ISSUER_INVALID, "issuer key outside its validity")
-            elif not issuer.covers_region(cred.region):
-                results[i] = Result(
-                    Verdict.ISSUER_INVALID, f"region {cred.region} outside issuer's province"
-                )
-            elif channel is None:
-                results[i] = Result(Verdict.UNKNOWN_CHANNEL, f"channel {cred.channel!r}")
-            elif channel.status is not Status.ACTIVE:
-                results[i] = Result(Verdict.CHANNEL_REVOKED, f"channel {channel.status.name}")
-            elif now_s < cred.not_before:
-                results[i] = Result(Verdict.NOT_YET_VALID)
-            elif now_s > cred.not_after:
-                results[i] = Result(Verdict.EXPIRED)
-            elif not (
-                now_ms - cfg.freshness_ms - cfg.skew_ms <= pres.timestamp_ms <= now_ms + cfg.skew_ms
-            ):
-                results[i] = Result(
-                    Verdict.STALE, f"timestamp {pres.timestamp_ms - now_ms:+d} ms from now"
-                )
+        (trust, table), revocation, cfg = self._trust, self.revocation, self.config
+        codes, details, fields = _core.check_presentations(
+            presentations, table, now_ms, cfg.freshness_ms, cfg.skew_ms, cfg.threads
+        )
+        results: list[Result | None] = [None] * len(presentations)
+        candidates: list[int] = []
+        for i, code in enumerate(codes.tolist()):
+            if code == 0:
+                candidates.append(i)
+            elif code == 0xFF:
+                results[i] = Result(Verdict.BUSY, "out of memory")
             else:
-                candidates.append((i, pres))
+                reason = _reason(code, int(details[i]), fields[i], presentations[i], trust, now_ms)
+                results[i] = Result(_VERDICTS[code], reason)
 
-        # 4. Revocation, batched per id kind.
+        # Revocation, batched per id kind.
         if candidates and revocation is not None:
             age = now_ms / 1000 - revocation.created_at
             limit = cfg.max_revocation_age_s
             if limit is not None and age > limit and not cfg.revocation_fail_open:
-                for i, _ in candidates:
-                    results[i] = Result(
-                        Verdict.REVOCATION_DATA_STALE, f"revocation data {age:.0f} s old"
-                    )
+                stale = Result(Verdict.REVOCATION_DATA_STALE, f"revocation data {age:.0f} s old")
+                for i in candidates:
+                    results[i] = stale
                 candidates = []
             else:
-                cards = revocation.contains(
-                    CARD, [p.credential.card_number.encode() for _, p in candidates]
-                )
-                creds = revocation.contains(
-                    CREDENTIAL, [p.credential.serial for _, p in candidates]
-                )
+                cards = revocation.contains(CARD, [fields[i][1].encode() for i in candidates])
+                creds = revocation.contains(CREDENTIAL, [fields[i][4] for i in candidates])
                 kept = []
-                for j, (i, pres) in enumerate(candidates):
+                for j, i in enumerate(candidates):
                     if cards[j]:
                         results[i] = Result(Verdict.CARD_REVOKED)
                     elif creds[j]:
                         results[i] = Result(Verdict.CREDENTIAL_REVOKED)
                     else:
-                        kept.append((i, pres))
+                        kept.append(i)
                 candidates = kept
 
-        # 5. Replay, in batch order; only otherwise-OK presentations use their nonce.
+        # Replay, in batch order; only otherwise-OK presentations use their nonce.
         if candidates:
             horizon = cfg.freshness_ms + cfg.skew_ms
             states = self.replay.check_and_record(
-                [p.credential.serial + p.nonce for _, p in candidates],
-                [p.timestamp_ms + horizon for _, p in candidates],
+                [fields[i][4] + fields[i][5] for i in candidates],
+                [fields[i][6] + horizon for i in candidates],
                 now_ms,
             )
-            for (i, pres), state in zip(candidates, states):
+            for i, state in zip(candidates, states):
                 if state == replay_mod.FRESH:
-                    results[i] = Result(Verdict.OK, None, claims_of(pres))
+                    results[i] = Result(Verdict.OK, None, _claims(fields[i]))
                 elif state == replay_mod.REPLAYED:
                     results[i] = Result(Verdict.REPLAYED)
                 else:
                     results[i] = Result(Verdict.BUSY, "replay cache full")
         return results  # type: ignore[return-value]
+
+
+def _claims(f: tuple) -> dict:
+    """The non-sensitive claims a relying party receives on OK (no citizen digest)."""
+    key_id, card, region, channel, serial, _, timestamp_ms, purpose, not_after = f
+    return {
+        "card_number": card,
+        "region": region,
+        "channel": channel,
+        "issuer": key_id,
+        "serial": serial,
+        "purpose": _PURPOSES[purpose],
+        "presented_at_ms": timestamp_ms,
+        "valid_until": not_after,
+    }
+
+
+def _reason(
+    code: int, detail: int, f: tuple | None, data: bytes, trust: TrustList, now_ms: int
+) -> str | None:
+    """What exactly failed, for logs and support (never personal data)."""
+    if code == Verdict.MALFORMED:
+        # The reference decoder says which field; it rejects whatever the core rejects.
+        try:
+            Presentation.decode(data)
+        except FormatError as e:
+            return str(e)
+        return "presentation: rejected by the native parser"
+    key_id, _, region, channel, _, _, timestamp_ms, _, _ = f
+    if code == Verdict.UNKNOWN_ISSUER:
+        return f"issuer key {key_id!r}"
+    if code == Verdict.ISSUER_INVALID:
+        if detail == _DETAIL_ISSUER_STATUS:
+            return f"issuer key {trust.issuers[key_id].status.name}"
+        if detail == _DETAIL_ISSUER_WINDOW:
+            return "issuer key outside its validity"
+        return f"region {region} outside issuer's province"
+    if code == Verdict.UNKNOWN_CHANNEL:
+        return f"channel {channel!r}"
+    if code == Verdict.CHANNEL_REVOKED:
+        return f"channel {trust.channels[channel].status.name}"
+    if code == Verdict.STALE:
+        return f"timestamp {timestamp_ms - now_ms:+d} ms from now"
+    return None
