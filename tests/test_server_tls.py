@@ -1,0 +1,83 @@
+"""TLS and mutual TLS between payment networks and the server (certificates from trustme)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+
+import pytest
+import trustme
+
+from engine.client import Client
+from engine.config import ConfigError
+from engine.verdicts import Verdict
+
+
+@pytest.fixture(scope="module")
+def pki_tls(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    server_ca = trustme.CA()
+    client_ca = trustme.CA()
+    server_cert = server_ca.issue_cert("127.0.0.1", "localhost")
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(d / "server.pem"))
+    client_ca.cert_pem.write_to_path(str(d / "client-ca.pem"))
+    return {
+        "dir": d,
+        "server_ca": server_ca,
+        "client_ca": client_ca,
+        "client_cert": client_ca.issue_cert("network-17.example"),
+        "stranger_cert": trustme.CA().issue_cert("stranger.example"),
+    }
+
+
+def client_context(tls, cert=None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    tls["server_ca"].configure_trust(ctx)
+    if cert is not None:
+        cert.configure_cert(ctx)
+    return ctx
+
+
+def test_mutual_tls(start_server, pki_tls, scenarios):
+    d = pki_tls["dir"]
+    srv = start_server(
+        server__tls_cert=str(d / "server.pem"),
+        server__tls_key=str(d / "server.pem"),
+        server__tls_client_ca=str(d / "client-ca.pem"),
+    )
+    (pres,) = scenarios.presentations([Verdict.OK], int(time.time() * 1000))
+
+    async def verify_with(ctx):
+        async with await Client.connect("127.0.0.1", srv.port, ssl=ctx) as client:
+            return await client.verify(pres)
+
+    async def go():
+        ok = await verify_with(client_context(pki_tls, pki_tls["client_cert"]))
+        assert ok.verdict is Verdict.OK
+        # Without a client certificate, or with one from another CA: no service.
+        for cert in (None, pki_tls["stranger_cert"]):
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                await verify_with(client_context(pki_tls, cert))
+        # Plain TCP to a TLS port gets nothing either.
+        with pytest.raises((ConnectionError, asyncio.TimeoutError, ssl.SSLError)):
+            async with await Client.connect("127.0.0.1", srv.port) as client:
+                await asyncio.wait_for(client.ping(), 10)
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def test_tls_misconfiguration_is_a_clear_error(pki, pki_tls):
+    from serving import server_config
+
+    from engine.server import Server
+
+    missing = str(pki_tls["dir"] / "missing.pem")
+    cfg = server_config(pki, **{"server.tls_cert": missing})
+    with pytest.raises(ConfigError, match=r"tls_cert and server\.tls_key go together"):
+        Server(cfg)
+    from serving import ServerThread
+
+    cfg = server_config(pki, **{"server.tls_cert": missing, "server.tls_key": missing})
+    with pytest.raises(ConfigError, match=r"TLS: .*No such file"):
+        ServerThread(cfg)
