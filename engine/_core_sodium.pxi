@@ -12,6 +12,7 @@ cdef extern from "native/sodium_api.h":
 
 cdef extern from "native/parallel.h":
     int esc_cpu_count()
+    unsigned long long esc_parallel_cpu_ns()
 
 
 def _sodium_candidates():
@@ -61,3 +62,8 @@ def sodium_version():
 def cpu_count():
     """Online CPUs, the default thread count for batch calls."""
     return esc_cpu_count()
+
+
+def native_cpu_seconds():
+    """CPU seconds, all threads together, spent in the core's batch work (signatures)."""
+    return esc_parallel_cpu_ns() / 1e9

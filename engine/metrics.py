@@ -10,9 +10,16 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import HistogramMetricFamily
 
+from engine import _core
 from engine.verdicts import Verdict
 
 # The *_created series double the exposition for no use here.
@@ -99,6 +106,13 @@ class ServerMetrics:
         self.revocation_age = Gauge(
             "essc_revocation_age_seconds", "Age of the revocation data in service", registry=r
         )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total and friends
+        self.native_cpu = Gauge(
+            "essc_native_verify_cpu_seconds",
+            "CPU seconds (all threads) spent in native signature verification",
+            registry=r,
+        )
+        self.native_cpu.set_function(_core.native_cpu_seconds)
         self.reloads = Counter(
             "essc_reloads", "Reload attempts, by data and outcome", ["what", "outcome"], registry=r
         )

@@ -28,7 +28,7 @@ from functools import partial
 
 import numpy as np
 
-from engine import __version__, logs
+from engine import __version__, _core, logs
 from engine import protocol as proto
 from engine.config import Config, ConfigError
 from engine.framing import FrameDecoder, FrameTooLarge
@@ -473,6 +473,9 @@ class Server:
             "connections": len(self.connections),
             "in_flight": self.in_flight,
             "draining": self.draining,
+            # CPU seconds: the whole process, and inside native signature verification.
+            "cpu_s": round(time.process_time(), 6),
+            "native_verify_cpu_s": round(_core.native_cpu_seconds(), 6),
         }
 
     def _revocation_sequence(self) -> int | None:

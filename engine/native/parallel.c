@@ -1,6 +1,7 @@
 #include "parallel.h"
 
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ESC_MAX_THREADS 256
@@ -11,10 +12,23 @@ typedef struct {
     size_t begin, end;
 } range_job;
 
+static uint64_t cpu_ns_total;
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t esc_parallel_cpu_ns(void) { return __atomic_load_n(&cpu_ns_total, __ATOMIC_RELAXED); }
+
 static void *run_range(void *arg)
 {
     range_job *job = (range_job *)arg;
+    uint64_t start = thread_cpu_ns();
     job->fn(job->ctx, job->begin, job->end);
+    __atomic_fetch_add(&cpu_ns_total, thread_cpu_ns() - start, __ATOMIC_RELAXED);
     return NULL;
 }
 
@@ -45,7 +59,11 @@ int esc_parallel_for(size_t n, int threads, size_t min_chunk, esc_range_fn fn, v
     if (parts < 1)
         parts = 1;
     if (parts == 1) {
-        fn(ctx, 0, n);
+        jobs[0].fn = fn;
+        jobs[0].ctx = ctx;
+        jobs[0].begin = 0;
+        jobs[0].end = n;
+        run_range(&jobs[0]);
         return 1;
     }
     step = n / parts;

@@ -9,6 +9,7 @@
 #define ESC_PARALLEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef void (*esc_range_fn)(void *ctx, size_t begin, size_t end);
 
@@ -20,5 +21,9 @@ int esc_parallel_for(size_t n, int threads, size_t min_chunk, esc_range_fn fn, v
 
 /* Number of online CPUs (at least 1). */
 int esc_cpu_count(void);
+
+/* CPU time (nanoseconds, all threads) spent inside esc_parallel_for work since the
+ * process started: what the server reports as time in native verification. */
+uint64_t esc_parallel_cpu_ns(void);
 
 #endif
