@@ -8,7 +8,7 @@ DEMO   ?= demo
 
 CORE_SOURCES := $(wildcard engine/_core.pyx engine/_core_*.pxi engine/native/*.c engine/native/*.h) setup.py
 
-.PHONY: run test lint build clean
+.PHONY: run test lint build bench bench-quick clean
 
 # The environment: a venv with the build tools, then the project in editable mode
 # with its test and benchmark extras.
@@ -35,6 +35,21 @@ lint: $(VENV)/.installed
 test: build lint
 	@$(VPY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+# Side-by-side comparisons (ratios against baselines measured in the same run) and the
+# pytest-benchmark suites; JSON results go to var/bench/ for pytest-benchmark compare.
+bench: build
+	mkdir -p var/bench
+	$(VPY) -m bench.compare --json var/bench/compare.json
+	$(VPY) -m pytest -q -p no:cacheprovider bench --benchmark-json=var/bench/suites.json \
+		--benchmark-columns=mean,ops,rounds
+
+# The same in seconds (small sizes, few rounds): CI runs it so the suites never rot.
+bench-quick: build
+	mkdir -p var/bench
+	ESSC_BENCH_QUICK=1 $(VPY) -m pytest -q -p no:cacheprovider bench \
+		--benchmark-json=var/bench/suites-quick.json --benchmark-columns=mean,ops,rounds
+	$(VPY) -m bench.compare --quick --json var/bench/compare-quick.json
 
 run: build
 	$(VPY) -m engine demo --dir $(DEMO)
