@@ -10,7 +10,9 @@ import time
 
 from engine import __version__
 
-COMMAND_GROUPS: list[str] = []  # modules with register(subparsers), added as they land
+COMMAND_GROUPS: list[str] = [  # modules with register(subparsers), added as they land
+    "engine.revocation_cli",
+]
 
 
 def _pki_init(args) -> int:
