@@ -109,6 +109,24 @@ def test_xxh64_matches_the_specification_at_every_length():
         assert _core.xxh64(memoryview(b"x" + data)[1:], seed) == xxh64_model(data, seed)
 
 
+def test_fingerprint_is_xxh64_of_kind_byte_and_id():
+    # The definition of hash id 1 (docs/FORMATS.md): h1 = XXH64(kind || id, seed),
+    # h2 = XXH64(kind || id, seed ^ 0x6A09E667F3BCC908).  The look-up code computes it
+    # without assembling the key; it must agree with the plain function exactly.
+    rng = random.Random(9)
+    for kind, length in ((_core.KIND_CARD, 9), (_core.KIND_CREDENTIAL, 16)):
+        ids = [rng.randbytes(length) for _ in range(500)]
+        seeds = [rng.getrandbits(64) for _ in range(500)]
+        rows = np.zeros((500, 16), dtype=np.uint8)
+        for i, ident in enumerate(ids):
+            rows[i, :length] = list(ident)
+        for i, (ident, seed) in enumerate(zip(ids, seeds)):
+            fp = _core.fingerprint_rows(seed, np.array([kind], np.uint8), rows[i : i + 1])[0]
+            key = bytes([kind]) + ident
+            assert int(fp[0]) == _core.xxh64(key, seed)
+            assert int(fp[1]) == _core.xxh64(key, seed ^ 0x6A09E667F3BCC908)
+
+
 def test_crc32c_published_values():
     assert _core.crc32c(b"123456789") == 0xE3069283
     # RFC 3720, appendix B.4.

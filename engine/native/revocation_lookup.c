@@ -7,8 +7,8 @@
 #include "xxh64.h"
 
 /* Ids hashed ahead of the one being probed: enough Bloom misses in flight to cover
- * a memory latency (about 16 ids' worth of hashing). */
-#define AHEAD 16
+ * a memory latency (a power of two, so the ring index is a mask). */
+#define AHEAD 32
 /* Bloom hits confirmed together, so that their exact-tier misses overlap. */
 #define HIT_BATCH 32
 /* Below this many ids per thread, starting a thread costs more than it saves. */
@@ -21,17 +21,11 @@ size_t esc_kind_id_len(int kind)
                                          : 0;
 }
 
-/* Hash of kind byte || id.  Constant lengths let the compiler unroll XXH64. */
+/* XXH64 of kind byte || id. */
 static inline uint64_t key_hash(uint64_t seed, int kind, const uint8_t *id)
 {
-    uint8_t key[1 + ESC_MAX_ID_LEN];
-    key[0] = (uint8_t)kind;
-    if (kind == ESC_KIND_CARD) {
-        memcpy(key + 1, id, ESC_CARD_ID_LEN);
-        return esc_xxh64_inline(key, 1 + ESC_CARD_ID_LEN, seed);
-    }
-    memcpy(key + 1, id, ESC_CREDENTIAL_ID_LEN);
-    return esc_xxh64_inline(key, 1 + ESC_CREDENTIAL_ID_LEN, seed);
+    return kind == ESC_KIND_CARD ? esc_xxh64_key10((uint8_t)kind, id, seed)
+                                 : esc_xxh64_key17((uint8_t)kind, id, seed);
 }
 
 esc_fp esc_fingerprint(uint64_t seed, int kind, const uint8_t *id, size_t len)

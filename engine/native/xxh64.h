@@ -55,6 +55,27 @@ static inline uint64_t esc_xxh_merge(uint64_t acc, uint64_t v)
     return acc * ESC_XXH_P1 + ESC_XXH_P4;
 }
 
+static inline uint64_t esc_xxh_avalanche(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= ESC_XXH_P2;
+    h ^= h >> 29;
+    h *= ESC_XXH_P3;
+    return h ^ (h >> 32);
+}
+
+static inline uint64_t esc_xxh_lane(uint64_t h, uint64_t lane)
+{
+    h ^= esc_xxh_round(0, lane);
+    return esc_xxh_rotl(h, 27) * ESC_XXH_P1 + ESC_XXH_P4;
+}
+
+static inline uint64_t esc_xxh_byte(uint64_t h, uint8_t b)
+{
+    h ^= (uint64_t)b * ESC_XXH_P5;
+    return esc_xxh_rotl(h, 11) * ESC_XXH_P1;
+}
+
 static inline uint64_t esc_xxh64_inline(const void *data, size_t len, uint64_t seed)
 {
     const uint8_t *p = (const uint8_t *)data;
@@ -85,8 +106,7 @@ static inline uint64_t esc_xxh64_inline(const void *data, size_t len, uint64_t s
     }
     h += (uint64_t)len;
     while (p + 8 <= end) {
-        h ^= esc_xxh_round(0, esc_xxh_read64(p));
-        h = esc_xxh_rotl(h, 27) * ESC_XXH_P1 + ESC_XXH_P4;
+        h = esc_xxh_lane(h, esc_xxh_read64(p));
         p += 8;
     }
     if (p + 4 <= end) {
@@ -94,17 +114,34 @@ static inline uint64_t esc_xxh64_inline(const void *data, size_t len, uint64_t s
         h = esc_xxh_rotl(h, 23) * ESC_XXH_P2 + ESC_XXH_P3;
         p += 4;
     }
-    while (p < end) {
-        h ^= (uint64_t)(*p) * ESC_XXH_P5;
-        h = esc_xxh_rotl(h, 11) * ESC_XXH_P1;
-        p++;
-    }
-    h ^= h >> 33;
-    h *= ESC_XXH_P2;
-    h ^= h >> 29;
-    h *= ESC_XXH_P3;
-    h ^= h >> 32;
-    return h;
+    while (p < end)
+        h = esc_xxh_byte(h, *p++);
+    return esc_xxh_avalanche(h);
+}
+
+/* XXH64 of the 10-byte key (kind || 9 id bytes) and of the 17-byte key (kind || 16 id
+ * bytes), equal to esc_xxh64_inline over the assembled key.  The 8-byte lanes are
+ * shifted together from the id in registers: assembling the key on the stack and
+ * reading it back as words stalls on store forwarding, which cost more than the
+ * hash itself. */
+static inline uint64_t esc_xxh64_key10(uint8_t kind, const uint8_t *id, uint64_t seed)
+{
+    uint64_t w = esc_xxh_read64(id);
+    uint64_t h = seed + ESC_XXH_P5 + 10;
+    h = esc_xxh_lane(h, (uint64_t)kind | w << 8);
+    h = esc_xxh_byte(h, id[7]);
+    h = esc_xxh_byte(h, id[8]);
+    return esc_xxh_avalanche(h);
+}
+
+static inline uint64_t esc_xxh64_key17(uint8_t kind, const uint8_t *id, uint64_t seed)
+{
+    uint64_t w0 = esc_xxh_read64(id), w1 = esc_xxh_read64(id + 8);
+    uint64_t h = seed + ESC_XXH_P5 + 17;
+    h = esc_xxh_lane(h, (uint64_t)kind | w0 << 8);
+    h = esc_xxh_lane(h, w0 >> 56 | w1 << 8);
+    h = esc_xxh_byte(h, id[15]);
+    return esc_xxh_avalanche(h);
 }
 
 /* The same function, out of line (tests, Python). */
