@@ -107,6 +107,11 @@ class RevocationStore:
         return self._state.snapshot.header.sequence
 
     @property
+    def snapshot_file(self) -> MappedFile:
+        """The mapped snapshot in service (header and read-only section arrays)."""
+        return self._state.snapshot
+
+    @property
     def paths(self) -> tuple[str, tuple[str, ...]]:
         return self._snapshot_path, self._delta_paths
 
