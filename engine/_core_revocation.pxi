@@ -56,6 +56,7 @@ cdef extern from "native/revocation_lookup.h" nogil:
     int ESC_LOOKUP_FULL
     int ESC_LOOKUP_BLOOM_ONLY
     size_t esc_kind_id_len(int kind)
+    int esc_revset_simd(int allow)
     void esc_fingerprint_rows(uint64_t seed, const uint8_t *kinds, const uint8_t *rows,
                               size_t n, esc_fp *out)
     void esc_revset_contains(const esc_revset *r, int kind, const esc_ids *ids, size_t n,
@@ -103,6 +104,11 @@ def crc32c_sw(const uint8_t[::1] data, uint32_t crc=0):
 
 def crc32c_hw_available():
     return bool(esc_crc32c_hw_available())
+
+
+def revocation_simd(allow=None):
+    """Whether look-ups use the AVX2 loop; True / False permits / forbids it (tests)."""
+    return bool(esc_revset_simd(-1 if allow is None else int(bool(allow))))
 
 
 def fingerprint_rows(uint64_t seed, const uint8_t[::1] kinds, const uint8_t[:, ::1] rows):

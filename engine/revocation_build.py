@@ -2,7 +2,7 @@
 
 A build streams its input in chunks and spools the 16-byte fingerprints of each id
 kind to a temporary file, so memory is bounded by the fingerprints themselves
-(sorted in place, in C) plus the Bloom filter: about 30 bytes per entry at the
+(sorted in place, in C) plus the Bloom filter: about 35 bytes per entry at the
 peak, whatever the input looks like.  The file is written beside its final name,
 fsynced and renamed over it (engine.files.atomic_writer): a reader, or another
 process that has the old file mapped, never sees a half-written one.

@@ -178,7 +178,7 @@ def register(subparsers) -> None:
         "build",
         help="build a snapshot from id lists and wallet files",
         description="Build a snapshot of every id in the inputs (duplicates are dropped). "
-        "Input is streamed; memory is about 30 bytes per id.",
+        "Input is streamed; memory peaks at about 35 bytes per id.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

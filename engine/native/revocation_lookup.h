@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "exact_set.h"
+#include "xxh64.h"
 
 /* Id kinds: the first byte of the hashed key (kind byte || id bytes). */
 #define ESC_KIND_CARD 1
@@ -49,6 +50,14 @@ typedef struct {
 
 size_t esc_kind_id_len(int kind);
 
+/* XXH64 of the key kind byte || id (len esc_kind_id_len(kind)): the h1 of hash id 1,
+ * and its h2 with seed ^ ESC_FP_SEED2_XOR. */
+static inline uint64_t esc_key_hash(uint64_t seed, int kind, const uint8_t *id)
+{
+    return kind == ESC_KIND_CARD ? esc_xxh64_key10((uint8_t)kind, id, seed)
+                                 : esc_xxh64_key17((uint8_t)kind, id, seed);
+}
+
 /* The fingerprint of one id (len must be esc_kind_id_len(kind)). */
 esc_fp esc_fingerprint(uint64_t seed, int kind, const uint8_t *id, size_t len);
 
@@ -59,6 +68,26 @@ void esc_fingerprint_rows(uint64_t seed, const uint8_t *kinds, const uint8_t *ro
 
 #define ESC_LOOKUP_FULL 0
 #define ESC_LOOKUP_BLOOM_ONLY 1 /* the snapshot's Bloom filter alone (tests, benchmarks) */
+
+/* The AVX2 loop exists on x86-64 with GCC or clang; it is used when the CPU has AVX2. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ESC_HAVE_AVX2_LOOP 1
+#else
+#define ESC_HAVE_AVX2_LOOP 0
+#endif
+
+/* Whether look-ups use the AVX2 loop; allow = 0 / 1 forbids / permits it (tests
+ * compare both paths), -1 only asks. */
+int esc_revset_simd(int allow);
+
+/* Shared by the two compilations of the look-up loop (revocation_loop.h). */
+typedef struct {
+    const esc_revset *r;
+    int kind;
+    const esc_ids *ids;
+    uint8_t *out;
+    int mode;
+} esc_lookup_ctx;
 
 /* out[i] = 1 if ids[i] of `kind` is revoked; an id of the wrong length never is. */
 void esc_revset_contains(const esc_revset *r, int kind, const esc_ids *ids, size_t n,
