@@ -28,8 +28,8 @@ static inline uint64_t esc_bloom_block(uint64_t hash, uint64_t nblocks)
     return ((hash >> 32) * nblocks) >> 32;
 }
 
-/* Bit i of the mask for word i; the filter words are little-endian in files, and
- * the engine only runs on little-endian hosts (checked at import). */
+/* One salted bit in each of the block's eight words.  Words are read natively:
+ * files are little-endian, and big-endian hosts are refused when a file is opened. */
 static inline int esc_bloom_block_has(const uint32_t *block, uint64_t hash)
 {
     uint32_t key = (uint32_t)hash;

@@ -50,8 +50,9 @@ static void confirm_hits(const esc_lookup_ctx *c, hit_batch *hb)
     }
     for (k = 0; k < hb->n; k++) {
         const uint64_t *ix = esc_fpset_index_ptr(s, hb->fp[k].h1);
-        __builtin_prefetch(&s->fps[ix[0]], 0, 0);
-        if (ix[1] > ix[0] + 4)
+        if (ix[1] > ix[0])
+            __builtin_prefetch(&s->fps[ix[0]], 0, 0);
+        if (ix[1] > ix[0] + 4) /* a bucket over more than one cache line */
             __builtin_prefetch(&s->fps[ix[0] + 4], 0, 0);
     }
     for (k = 0; k < hb->n; k++) {
