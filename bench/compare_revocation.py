@@ -15,6 +15,7 @@ credential serials, 1% of them revoked, looked up in batches of 4096.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import resource
 import subprocess
@@ -82,21 +83,21 @@ def snapshot(entries: int, *, quiet: bool = False) -> tuple[pathlib.Path, dict]:
     with open(text, "wb") as f:
         for k in range(-(-entries // CHUNK)):
             f.write(input_text(*chunk_ids(entries, k)))
-    cmd = [
-        sys.executable,
+    args = [
         "-m",
         "engine",
         "revocation",
         "build",
         "--out",
-        str(path),
+        os.path.relpath(path, ROOT),
         "--sequence",
         "1",
         "--seed",
-        str(HASH_SEED),
+        hex(HASH_SEED),
         *(["--quiet"] if quiet else []),
-        str(text),
+        os.path.relpath(text, ROOT),
     ]
+    cmd = [sys.executable, *args]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     elapsed = time.perf_counter() - start
@@ -107,7 +108,7 @@ def snapshot(entries: int, *, quiet: bool = False) -> tuple[pathlib.Path, dict]:
         "input_bytes": text.stat().st_size,
         "build_seconds": round(elapsed, 1),
         "build_peak_rss_mib": round(peak_kib / 1024),
-        "command": " ".join(["python", *cmd[1:]]),
+        "command": " ".join(["python", *args]),
     }
     text.unlink()
     meta_path.write_text(json.dumps(meta, indent=2))
