@@ -208,6 +208,9 @@ def run(quick: bool) -> list[Row]:
     r_rb = rate(per_key(rb), n_queries, min_time=min_time)
     r_pb = rate(per_key(pb), n_queries, min_time=min_time)
 
+    # The 10x target is set for a filter far larger than the caches (the full run);
+    # at the quick size every filter is cached and Python's per-call cost dominates.
+    per_key_target = None if quick else 10.0
     size = f"{entries / 1e6:g}M entries"
     subject = f"store.contains, S16 ids in batches of {BATCH}"
     what = f"look-ups, {size}, 1% revoked"
@@ -216,7 +219,8 @@ def run(quick: bool) -> list[Row]:
         "rbloom": f"positives {rb_pos} of {n_queries} (revoked {revoked}); bytes hashes are "
         "cached in the key objects after the first round, which favours rbloom",
         "pybloom": f"positives {pb_pos}; both libraries filled with the same {entries:,} ids "
-        f"in {fill_s:.0f} s",
+        f"in {fill_s:.0f} s"
+        + ("; quick run: no 10x target, every filter fits in cache" if quick else ""),
         "bare": f"Bloom positives {bloom_pos}; the store's answers: exactly the {revoked} "
         "revoked ids",
         "build": f"snapshot {path.stat().st_size / 2**20:,.0f} MiB, built in "
@@ -232,7 +236,7 @@ def run(quick: bool) -> list[Row]:
             "rbloom, per key",
             r_rb,
             unit,
-            10.0,
+            per_key_target,
             notes["rbloom"],
         ),
         Row(
@@ -243,7 +247,7 @@ def run(quick: bool) -> list[Row]:
             "pybloomfiltermmap3, per key",
             r_pb,
             unit,
-            10.0,
+            per_key_target,
             notes["pybloom"],
         ),
         Row(
