@@ -9,6 +9,7 @@ this one, so the boundary stays small and readable:
 - ``_core_sodium.pxi``: libsodium, loaded from PyNaCl's bundled copy at import.
 - ``_core_sigbatch.pxi``: batch Ed25519 verification and signing.
 - ``_core_pipeline.pxi``: the verification hot path over whole batches of presentations.
+- ``_core_revocation.pxi``: revocation look-ups (Bloom filter, exact tier, deltas).
 """
 
 cimport numpy as cnp
@@ -18,3 +19,4 @@ cnp.import_array()
 include "_core_sodium.pxi"
 include "_core_sigbatch.pxi"
 include "_core_pipeline.pxi"
+include "_core_revocation.pxi"

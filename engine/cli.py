@@ -10,7 +10,10 @@ import time
 
 from engine import __version__
 
-COMMAND_GROUPS: list[str] = ["engine.serve_cli"]  # modules with register(subparsers)
+COMMAND_GROUPS: list[str] = [  # modules with register(subparsers)
+    "engine.revocation_cli",
+    "engine.serve_cli",
+]
 
 
 class CommandError(Exception):

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from engine import encoding as enc
-from engine import wallets
+from engine import revocation_format, wallets
 from engine.credentials import CREDENTIAL_TAG, PRESENTATION_TAG, Credential, Presentation
 from engine.keys import PRIVATE_KIND, PUBLIC_KIND
 from engine.trustlist import TRUST_LIST_TAG, TrustList, TrustListError
@@ -52,6 +52,11 @@ def describe_bytes(data: bytes, root_public_key: bytes | None = None) -> dict:
 def describe_file(path: str | os.PathLike, root_public_key: bytes | None = None) -> dict:
     with open(path, "rb") as f:
         head = f.read(64)
+    if head[:8] in revocation_format.MAGICS:
+        try:
+            return revocation_format.describe(path)
+        except revocation_format.RevocationFileError as e:
+            raise InspectError(str(e)) from None
     if head.lstrip().startswith(b"{"):
         return _key_file(path)
     try:

@@ -1,0 +1,352 @@
+# Revocation data: hash, checksum, split-block Bloom filter, exact tier, batched look-ups.
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+
+cdef extern from "native/xxh64.h" nogil:
+    uint64_t esc_xxh64(const void *data, size_t len, uint64_t seed)
+
+cdef extern from "native/crc32c.h" nogil:
+    uint32_t esc_crc32c(uint32_t crc, const void *data, size_t len)
+    uint32_t esc_crc32c_sw(uint32_t crc, const void *data, size_t len)
+    int esc_crc32c_hw_available()
+
+cdef extern from "native/exact_set.h" nogil:
+    ctypedef struct esc_fp:
+        uint64_t h1
+        uint64_t h2
+    ctypedef struct esc_fpset:
+        const esc_fp *fps
+        uint64_t n
+        const uint64_t *index
+        unsigned bits
+    unsigned esc_fpset_bits_for(uint64_t n)
+    uint64_t esc_fp_sort_unique(esc_fp *fps, uint64_t n)
+    uint64_t esc_fp_merge(const esc_fp *a, uint64_t na, const esc_fp *b, uint64_t nb,
+                          esc_fp *out)
+    void esc_fpset_build_index(const esc_fp *fps, uint64_t n, unsigned bits, uint64_t *index)
+    uint64_t esc_fpset_check_index(const uint64_t *index, unsigned bits, uint64_t n)
+    uint64_t esc_fpset_validate(const esc_fp *fps, uint64_t n, unsigned bits,
+                                const uint64_t *index)
+
+cdef extern from "native/bloom.h" nogil:
+    void esc_bloom_insert(uint32_t *words, uint64_t nblocks, const uint64_t *hashes, size_t n,
+                          size_t hash_stride)
+    void esc_bloom_probe_hashes(const uint32_t *words, uint64_t nblocks,
+                                const uint64_t *hashes, size_t n, size_t hash_stride,
+                                uint8_t *ok)
+
+cdef extern from "native/revocation_lookup.h" nogil:
+    ctypedef struct esc_revset:
+        uint64_t seed
+        const uint32_t *bloom
+        uint64_t nblocks
+        esc_fpset snapshot
+        const uint32_t *add_bloom
+        uint64_t add_nblocks
+        esc_fpset add
+        esc_fpset remove
+    ctypedef struct esc_ids:
+        const uint8_t *base
+        size_t stride
+        size_t len
+        const uint8_t *const *ptrs
+        const size_t *lens
+    int ESC_LOOKUP_FULL
+    int ESC_LOOKUP_BLOOM_ONLY
+    size_t esc_kind_id_len(int kind)
+    int esc_revset_simd(int allow)
+    void esc_fingerprint_rows(uint64_t seed, const uint8_t *kinds, const uint8_t *rows,
+                              size_t n, esc_fp *out)
+    void esc_revset_contains(const esc_revset *r, int kind, const esc_ids *ids, size_t n,
+                             uint8_t *out, int mode, int threads)
+
+cdef extern from "native/id_parse.h" nogil:
+    ctypedef struct esc_bad_line:
+        uint64_t line
+        int reason
+    size_t esc_parse_ids(const uint8_t *buf, size_t len, uint8_t *kinds, uint8_t *rows,
+                         size_t cap, esc_bad_line *bad, size_t max_bad, uint64_t *nbad,
+                         uint64_t *nlines)
+
+KIND_CARD = 1
+KIND_CREDENTIAL = 2
+# Big buffers are checksummed without the GIL; small ones are not worth the switch.
+cdef size_t _NOGIL_BYTES = 1 << 16
+
+
+def xxh64(const uint8_t[::1] data, uint64_t seed=0):
+    """XXH64 of a bytes-like object."""
+    if data.shape[0] == 0:
+        return esc_xxh64(NULL, 0, seed)
+    return esc_xxh64(&data[0], data.shape[0], seed)
+
+
+def crc32c(const uint8_t[::1] data, uint32_t crc=0):
+    """CRC32C of data, continuing from crc (the CRC of what came before)."""
+    cdef size_t n = data.shape[0]
+    if n == 0:
+        return crc
+    if n < _NOGIL_BYTES:
+        return esc_crc32c(crc, &data[0], n)
+    with nogil:
+        crc = esc_crc32c(crc, &data[0], n)
+    return crc
+
+
+def crc32c_sw(const uint8_t[::1] data, uint32_t crc=0):
+    """The table-driven CRC32C alone (tests compare it with the hardware path)."""
+    if data.shape[0] == 0:
+        return crc
+    return esc_crc32c_sw(crc, &data[0], data.shape[0])
+
+
+def crc32c_hw_available():
+    return bool(esc_crc32c_hw_available())
+
+
+def revocation_simd(allow=None):
+    """Whether look-ups use the AVX2 loop; True / False permits / forbids it (tests)."""
+    return bool(esc_revset_simd(-1 if allow is None else int(bool(allow))))
+
+
+def fingerprint_rows(uint64_t seed, const uint8_t[::1] kinds, const uint8_t[:, ::1] rows):
+    """(n, 2) uint64 fingerprints [h1, h2] of ids given as kind codes and 16-byte rows."""
+    cdef size_t n = kinds.shape[0]
+    if rows.shape[0] != <Py_ssize_t>n or rows.shape[1] != 16:
+        raise ValueError("rows must be (len(kinds), 16)")
+    for k in np.unique(np.asarray(kinds)):
+        if esc_kind_id_len(k) == 0:
+            raise ValueError(f"unknown kind code {k}")
+    out = np.empty((n, 2), dtype=np.uint64)
+    cdef uint64_t[:, ::1] o = out
+    if n:
+        with nogil:
+            esc_fingerprint_rows(seed, &kinds[0], &rows[0, 0], n, <esc_fp *>&o[0, 0])
+    return out
+
+
+def fp_sort_unique(uint64_t[:, ::1] fps):
+    """Sorts (n, 2) fingerprints in place by (h1, h2), drops duplicates; returns the count."""
+    cdef uint64_t n = fps.shape[0], kept
+    if fps.shape[1] != 2:
+        raise ValueError("fingerprints must be (n, 2)")
+    if n == 0:
+        return 0
+    with nogil:
+        kept = esc_fp_sort_unique(<esc_fp *>&fps[0, 0], n)
+    return kept
+
+
+def fp_merge(const uint64_t[:, ::1] a, const uint64_t[:, ::1] b):
+    """The sorted union of two sorted duplicate-free (n, 2) fingerprint arrays."""
+    out = np.empty((a.shape[0] + b.shape[0], 2), dtype=np.uint64)
+    if out.shape[0] == 0:
+        return out
+    cdef uint64_t[:, ::1] o = out
+    cdef uint64_t kept
+    cdef const esc_fp *pa = <const esc_fp *>&a[0, 0] if a.shape[0] else NULL
+    cdef const esc_fp *pb = <const esc_fp *>&b[0, 0] if b.shape[0] else NULL
+    with nogil:
+        kept = esc_fp_merge(pa, a.shape[0], pb, b.shape[0], <esc_fp *>&o[0, 0])
+    return out[:kept]
+
+
+def fpset_bits_for(uint64_t n):
+    """Bucket bits of the exact tier's index for n fingerprints."""
+    return esc_fpset_bits_for(n)
+
+
+cdef const esc_fp *_fps_ptr(const uint64_t[:, ::1] fps):
+    return <const esc_fp *>&fps[0, 0] if fps.shape[0] else NULL
+
+
+def fpset_index(const uint64_t[:, ::1] fps, unsigned bits):
+    """The bucket index (2^bits + 1 uint64 entries) of sorted fingerprints."""
+    if bits > 32:
+        raise ValueError("bits must be at most 32")
+    index = np.empty((1 << bits) + 1, dtype=np.uint64)
+    cdef uint64_t[::1] ix = index
+    cdef const esc_fp *p = _fps_ptr(fps)
+    with nogil:
+        esc_fpset_build_index(p, fps.shape[0], bits, &ix[0])
+    return index
+
+
+def fpset_check_index(const uint64_t[::1] index, unsigned bits, uint64_t n):
+    """0 if the index keeps every look-up inside n entries, else 1 + the bad bucket."""
+    if bits > 32 or <uint64_t>index.shape[0] != (<uint64_t>1 << bits) + 1:
+        raise ValueError("index must have 2^bits + 1 entries")
+    cdef uint64_t bad
+    with nogil:
+        bad = esc_fpset_check_index(&index[0], bits, n)
+    return bad
+
+
+def fpset_validate(const uint64_t[:, ::1] fps, unsigned bits, const uint64_t[::1] index):
+    """0 if fps are strictly increasing and index matches them, else 1 + a bad position."""
+    if bits > 32 or <uint64_t>index.shape[0] != (<uint64_t>1 << bits) + 1:
+        raise ValueError("index must have 2^bits + 1 entries")
+    cdef uint64_t bad
+    cdef const esc_fp *p = _fps_ptr(fps)
+    with nogil:
+        bad = esc_fpset_validate(p, fps.shape[0], bits, &index[0])
+    return bad
+
+
+def bloom_insert(uint32_t[::1] words, const uint64_t[:] hashes):
+    """Sets the bits of each 64-bit hash (a strided view such as fps[:, 0] is fine)."""
+    cdef uint64_t nblocks = words.shape[0] // 8
+    if nblocks == 0 or words.shape[0] % 8:
+        raise ValueError("a filter is a whole number of 8-word blocks")
+    if hashes.shape[0] == 0:
+        return
+    with nogil:
+        esc_bloom_insert(&words[0], nblocks, &hashes[0], hashes.shape[0],
+                         hashes.strides[0] // 8)
+
+
+def bloom_probe_hashes(const uint32_t[::1] words, const uint64_t[:] hashes):
+    """Bool array: the filter may contain hashes[i]."""
+    cdef uint64_t nblocks = words.shape[0] // 8
+    if nblocks == 0 or words.shape[0] % 8:
+        raise ValueError("a filter is a whole number of 8-word blocks")
+    out = np.zeros(hashes.shape[0], dtype=np.bool_)
+    cdef uint8_t[::1] o = out.view(np.uint8)
+    if hashes.shape[0]:
+        with nogil:
+            esc_bloom_probe_hashes(&words[0], nblocks, &hashes[0], hashes.shape[0],
+                                   hashes.strides[0] // 8, &o[0])
+    return out
+
+
+def parse_ids(const uint8_t[::1] buf, size_t max_bad=20):
+    """Parses revocation input text (whole lines).
+
+    Returns (kinds uint8 (n,), rows uint8 (n, 16), line count, bad-line count,
+    [(0-based line, reason code)] for the first max_bad malformed lines).
+    """
+    cdef size_t size = buf.shape[0]
+    cdef size_t cap = size // 14 + 1
+    kinds = np.empty(cap, dtype=np.uint8)
+    rows = np.empty((cap, 16), dtype=np.uint8)
+    cdef uint8_t[::1] k = kinds
+    cdef uint8_t[:, ::1] r = rows
+    cdef uint64_t nbad = 0, nlines = 0
+    cdef size_t n = 0, i
+    cdef esc_bad_line *bad = <esc_bad_line *>malloc((max_bad + 1) * sizeof(esc_bad_line))
+    if bad == NULL:
+        raise MemoryError()
+    try:
+        if size:
+            with nogil:
+                n = esc_parse_ids(&buf[0], size, &k[0], &r[0, 0], cap, bad, max_bad, &nbad,
+                                  &nlines)
+        first = [(bad[i].line, bad[i].reason) for i in range(min(nbad, max_bad))]
+    finally:
+        free(bad)
+    return kinds[:n], rows[:n], nlines, nbad, first
+
+
+cdef class RevocationTable:
+    """One consistent set of revocation data, ready for look-ups.
+
+    Holds the arrays it reads (numpy views of mapped files, and the composed delta
+    sets), so they stay valid for as long as any look-up holds this object: swapping
+    in new data never pulls memory from under a running call.
+    """
+    cdef esc_revset rs
+    cdef readonly object arrays
+
+    def __init__(self, uint64_t seed, bloom, fps, index, unsigned bits, add_bloom, add_fps,
+                 add_index, unsigned add_bits, remove_fps, remove_index, unsigned remove_bits):
+        self.arrays = (bloom, fps, index, add_bloom, add_fps, add_index, remove_fps,
+                       remove_index)
+        cdef const uint32_t[::1] b = bloom
+        cdef const uint32_t[::1] ab = add_bloom
+        if b.shape[0] == 0 or b.shape[0] % 8 or ab.shape[0] == 0 or ab.shape[0] % 8:
+            raise ValueError("a filter is a whole number of 8-word blocks")
+        self.rs.seed = seed
+        self.rs.bloom = &b[0]
+        self.rs.nblocks = b.shape[0] // 8
+        self.rs.add_bloom = &ab[0]
+        self.rs.add_nblocks = ab.shape[0] // 8
+        _fill_fpset(&self.rs.snapshot, fps, index, bits)
+        _fill_fpset(&self.rs.add, add_fps, add_index, add_bits)
+        _fill_fpset(&self.rs.remove, remove_fps, remove_index, remove_bits)
+
+    def contains(self, int kind, ids, int threads=1, bint bloom_only=False):
+        """Bool array: ids[i] of this kind is revoked (or, with bloom_only, may be)."""
+        cdef esc_ids spec
+        cdef Py_ssize_t i, n
+        cdef object item, held = None
+        cdef const uint8_t **ptrs = NULL
+        cdef size_t *lens = NULL
+        cdef cnp.ndarray arr
+        cdef uint8_t *o
+        cdef int mode = ESC_LOOKUP_BLOOM_ONLY if bloom_only else ESC_LOOKUP_FULL
+        if esc_kind_id_len(kind) == 0:
+            raise ValueError(f"unknown kind code {kind}")
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        spec.base = NULL
+        spec.ptrs = NULL
+        spec.lens = NULL
+        if isinstance(ids, np.ndarray):
+            arr = <cnp.ndarray>ids
+            if not arr.flags.c_contiguous:
+                raise TypeError("ids: a numpy array must be C-contiguous")
+            if arr.ndim == 1 and arr.dtype.kind == "S":
+                n = arr.shape[0]
+                spec.stride = spec.len = arr.dtype.itemsize
+            elif arr.ndim == 2 and arr.dtype == np.uint8:
+                n = arr.shape[0]
+                spec.stride = spec.len = arr.shape[1]
+            else:
+                raise TypeError("ids: a numpy array must be 1-D bytes (S9, S16) or 2-D uint8")
+            spec.base = <const uint8_t *>cnp.PyArray_DATA(arr)
+            held = arr
+        else:
+            if isinstance(ids, (bytes, bytearray, str)):
+                raise TypeError("ids: expected a sequence of ids, not one id")
+            held = tuple(ids)  # a private copy: nobody can free items under the call
+            n = len(held)
+            ptrs = <const uint8_t **>malloc((n + 1) * sizeof(uint8_t *))
+            lens = <size_t *>malloc((n + 1) * sizeof(size_t))
+            spec.ptrs = ptrs
+            spec.lens = lens
+        try:
+            if spec.base == NULL:
+                if ptrs == NULL or lens == NULL:
+                    raise MemoryError()
+                for i in range(n):
+                    item = held[i]
+                    # bytes only: a bytearray could be resized while the call runs
+                    if not PyBytes_Check(item):
+                        raise TypeError(f"ids[{i}]: expected bytes, got {type(item).__name__}")
+                    ptrs[i] = <const uint8_t *>PyBytes_AS_STRING(item)
+                    lens[i] = <size_t>PyBytes_GET_SIZE(item)
+            out = np.empty(n, dtype=np.bool_)
+            o = <uint8_t *>cnp.PyArray_DATA(out)
+            if n:
+                with nogil:
+                    esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
+        finally:
+            free(ptrs)
+            free(lens)
+        return out
+
+
+cdef int _fill_fpset(esc_fpset *s, fps, index, unsigned bits) except -1:
+    cdef const uint64_t[:, ::1] f = fps
+    cdef const uint64_t[::1] ix = index
+    if f.shape[1] != 2 or bits > 32 or <uint64_t>ix.shape[0] != (<uint64_t>1 << bits) + 1:
+        raise ValueError("fingerprints must be (n, 2) and the index 2^bits + 1 entries")
+    if esc_fpset_check_index(&ix[0], bits, f.shape[0]) != 0:
+        raise ValueError("the bucket index does not fit the fingerprints")
+    s.fps = <const esc_fp *>&f[0, 0] if f.shape[0] else NULL
+    s.n = f.shape[0]
+    s.index = &ix[0]
+    s.bits = bits
+    return 0

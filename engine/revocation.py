@@ -1,0 +1,252 @@
+"""The revocation store: a memory-mapped snapshot plus deltas, looked up in batches.
+
+    store = RevocationStore("var/revocation.snap", ["var/revocation-0001.delta"])
+    revoked = store.contains("card", [b"G12345678", ...])   # numpy bool array
+    store.reload()                                         # picks up replaced files
+
+The snapshot's split-block Bloom filter answers most look-ups with one cache line;
+a Bloom hit is confirmed in the exact tier (sorted 128-bit fingerprints), so
+"revoked" is exact.  Deltas add ids (newly revoked) and remove them (reinstated);
+they are composed into one add set and one remove set when loaded.  All look-ups of
+a batch run in C without the GIL.
+
+``reload()`` builds the new state completely (opened, checksummed, composed) before
+swapping one reference; look-ups already running keep the state they started with,
+and its mappings are released only when the last of them finishes.  A reload that
+fails leaves the old data in service.  Implements engine.revocation_source's
+RevocationSource, so ``Verifier(..., revocation=store)`` uses it as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from engine import _core
+from engine.revocation_format import (
+    KIND_CODES,
+    Header,
+    MappedFile,
+    RevocationFileError,
+    bloom_blocks_for,
+    map_file,
+)
+from engine.revocation_source import KINDS
+
+__all__ = ["RevocationFileError", "RevocationStore"]
+
+ADD_SET_FPR = 0.001  # the in-memory Bloom filter over the delta add set
+
+
+@dataclasses.dataclass(frozen=True)
+class _State:
+    """One consistent, immutable view: a snapshot, its deltas and the look-up table."""
+
+    table: _core.RevocationTable
+    snapshot: MappedFile
+    deltas: tuple[MappedFile, ...]
+    sequence: int
+    created_at: float
+    added: int  # ids in the composed add and remove sets
+    removed: int
+
+
+class RevocationStore:
+    """Revocation data from a snapshot file and delta files, reloadable while in use."""
+
+    def __init__(
+        self,
+        snapshot: str | os.PathLike,
+        deltas: Sequence[str | os.PathLike] = (),
+        *,
+        threads: int = 1,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.threads = threads
+        self.clock = clock
+        self._lock = threading.Lock()  # one reload at a time; look-ups never wait
+        self._snapshot_path = os.fspath(snapshot)
+        self._delta_paths = tuple(os.fspath(d) for d in deltas)
+        self._state = _load(self._snapshot_path, self._delta_paths)
+
+    # --- the RevocationSource protocol -----------------------------------------------
+
+    @property
+    def sequence(self) -> int:
+        """The newest sequence applied: the last delta's, or the snapshot's."""
+        return self._state.sequence
+
+    @property
+    def created_at(self) -> float:
+        """Unix time of the newest data applied (snapshot or delta)."""
+        return self._state.created_at
+
+    def contains(self, kind: str, ids: Sequence[bytes] | np.ndarray) -> np.ndarray:
+        """Bool array: ids[i] of this kind is revoked.
+
+        ``ids`` is a sequence of bytes, or (no copy) a C-contiguous numpy array of
+        fixed-size ids: dtype S9 / S16, or 2-D uint8 with 9 or 16 columns.  An id of
+        the wrong length for its kind is never revoked.
+        """
+        return self._state.table.contains(_code(kind), ids, self.threads)
+
+    # --- the rest ---------------------------------------------------------------------
+
+    @property
+    def age(self) -> float:
+        """Seconds since the newest data applied was created."""
+        return self.clock() - self.created_at
+
+    @property
+    def snapshot_sequence(self) -> int:
+        return self._state.snapshot.header.sequence
+
+    @property
+    def snapshot_file(self) -> MappedFile:
+        """The mapped snapshot in service (header and read-only section arrays)."""
+        return self._state.snapshot
+
+    @property
+    def paths(self) -> tuple[str, tuple[str, ...]]:
+        return self._snapshot_path, self._delta_paths
+
+    def is_revoked(self, kind: str, ident: bytes) -> bool:
+        return bool(self.contains(kind, [ident])[0])
+
+    def bloom_contains(self, kind: str, ids: Sequence[bytes] | np.ndarray) -> np.ndarray:
+        """The snapshot's Bloom filter alone (false positives included): tests, benchmarks."""
+        return self._state.table.contains(_code(kind), ids, self.threads, bloom_only=True)
+
+    def reload(
+        self,
+        snapshot: str | os.PathLike | None = None,
+        deltas: Sequence[str | os.PathLike] | None = None,
+        *,
+        allow_older: bool = False,
+    ) -> None:
+        """Swaps in the data now in the files (or in new ones), all or nothing.
+
+        Raises RevocationFileError, with the old data still in service, if a file is
+        unusable or if the new data is older than what is served (unless
+        ``allow_older``: a deliberate roll-back).
+        """
+        with self._lock:
+            snap = self._snapshot_path if snapshot is None else os.fspath(snapshot)
+            paths = self._delta_paths if deltas is None else tuple(os.fspath(d) for d in deltas)
+            state = _load(snap, paths)
+            current = self._state
+            if state.sequence < current.sequence and not allow_older:
+                raise RevocationFileError(
+                    f"{snap}: sequence {state.sequence} is older than the data in service "
+                    f"({current.sequence}); not replacing it"
+                )
+            self._state = state  # one reference swap: readers see old or new, whole
+            self._snapshot_path, self._delta_paths = snap, paths
+
+    def describe(self) -> dict:
+        s = self._state
+        h = s.snapshot.header
+        return {
+            "snapshot": s.snapshot.path,
+            "deltas": [d.path for d in s.deltas],
+            "sequence": s.sequence,
+            "snapshot_sequence": h.sequence,
+            "created_at": s.created_at,
+            "cards": h.cards,
+            "credentials": h.credentials,
+            "delta_added": s.added,
+            "delta_removed": s.removed,
+        }
+
+
+def _code(kind: str) -> int:
+    try:
+        return KIND_CODES[kind]
+    except KeyError:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}") from None
+
+
+def _load(snapshot_path: str, delta_paths: tuple[str, ...]) -> _State:
+    snap = map_file(snapshot_path, kind="snapshot")
+    deltas = tuple(map_file(p, kind="delta") for p in delta_paths)
+    h = snap.header
+    seen: dict[int, str] = {}
+    for d in deltas:
+        dh = d.header
+        if dh.base_sequence != h.sequence:
+            raise RevocationFileError(
+                f"{d.path}: applies to snapshot {dh.base_sequence}, but {snap.path} is "
+                f"snapshot {h.sequence}"
+            )
+        if (dh.hash_id, dh.seed) != (h.hash_id, h.seed):
+            raise RevocationFileError(
+                f"{d.path}: hashed with another seed than {snap.path} (not built on it)"
+            )
+        if dh.sequence in seen:
+            raise RevocationFileError(
+                f"{d.path}: sequence {dh.sequence} repeats {seen[dh.sequence]}"
+            )
+        seen[dh.sequence] = d.path
+    ordered = sorted(deltas, key=lambda d: d.header.sequence)
+    add, remove = _compose(ordered)
+    add_bits = _core.fpset_bits_for(len(add))
+    remove_bits = _core.fpset_bits_for(len(remove))
+    add_bloom = np.zeros(bloom_blocks_for(len(add), ADD_SET_FPR) * 8, dtype=np.uint32)
+    _core.bloom_insert(add_bloom, add[:, 0])
+    a = snap.arrays
+    try:
+        table = _core.RevocationTable(
+            h.seed,
+            a["bloom"],
+            a["fps"],
+            a["index"],
+            h.bucket_bits,
+            add_bloom,
+            add,
+            _core.fpset_index(add, add_bits),
+            add_bits,
+            remove,
+            _core.fpset_index(remove, remove_bits),
+            remove_bits,
+        )
+    except ValueError as e:
+        raise RevocationFileError(f"{snap.path}: {e}") from None
+    headers: list[Header] = [h, *(d.header for d in ordered)]
+    return _State(
+        table=table,
+        snapshot=snap,
+        deltas=tuple(ordered),
+        sequence=max(x.sequence for x in headers),
+        created_at=float(max(x.created_at for x in headers)),
+        added=len(add),
+        removed=len(remove),
+    )
+
+
+def _compose(deltas: list[MappedFile]) -> tuple[np.ndarray, np.ndarray]:
+    """One (add, remove) pair, sorted and disjoint, equivalent to the deltas in order."""
+    empty = np.zeros((0, 2), dtype=np.uint64)
+    if not deltas:
+        return empty, empty
+    if len(deltas) == 1:  # a delta's own sets are already sorted and disjoint
+        return deltas[0].arrays["add"], deltas[0].arrays["remove"]
+    add: set[tuple[int, int]] = set()
+    remove: set[tuple[int, int]] = set()
+    for d in deltas:
+        for fp in map(tuple, d.arrays["add"].tolist()):
+            add.add(fp)
+            remove.discard(fp)
+        for fp in map(tuple, d.arrays["remove"].tolist()):
+            remove.add(fp)
+            add.discard(fp)
+
+    def sorted_array(fps: set) -> np.ndarray:
+        arr = np.array(sorted(fps), dtype=np.uint64).reshape(-1, 2)
+        return np.ascontiguousarray(arr)
+
+    return sorted_array(add), sorted_array(remove)

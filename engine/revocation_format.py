@@ -1,0 +1,426 @@
+"""Revocation files on disk: the header, its checks, and memory-mapped opening.
+
+Layout, checks and the reasons behind them: docs/FORMATS.md, section 8.  Everything
+that reads or writes a revocation file goes through this module, so the layout is
+defined once.  Files are opened read-only and mapped; a file is never modified in
+place (see ``map_file``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import math
+import mmap
+import os
+import struct
+import sys
+
+import numpy as np
+
+from engine import _core
+
+SNAPSHOT_MAGIC = b"ESSCREVS"
+DELTA_MAGIC = b"ESSCREVD"
+MAGICS = {SNAPSHOT_MAGIC: "snapshot", DELTA_MAGIC: "delta"}
+VERSION = 1
+HEADER_SIZE = 256
+ALIGN = 4096  # sections start on page boundaries (and so on cache lines)
+
+# Hash ids: what (kind byte || id) hashes to.  An id must hash the same forever, so a
+# changed function gets a new id; never redefine an existing one.
+HASH_XXH64_PAIR = 1
+HASHES = {HASH_XXH64_PAIR: "xxh64-pair-v1"}
+
+# Kind codes: the first byte of the hashed key, and the id length of each kind.
+KIND_CODES = {"card": _core.KIND_CARD, "credential": _core.KIND_CREDENTIAL}
+ID_LENGTHS = {"card": 9, "credential": 16}
+
+BLOOM_BLOCK_BYTES = 32
+FP_BYTES = 16
+MAX_BLOOM_BLOCKS = 1 << 32  # the block index is taken from 32 hash bits
+
+_FIXED = struct.Struct("<8sIIII QQQqQ QQQQ dII 8Q")
+_SECTIONS = 4
+assert _FIXED.size == 176
+_CRC_OFFSET = 248  # header_crc32c u32, then file_crc32c u32
+
+
+class RevocationFileError(Exception):
+    """A revocation file that cannot be used; the message names the file and the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    kind: str  # "snapshot" or "delta"
+    version: int
+    hash_id: int
+    seed: int
+    sequence: int
+    base_sequence: int  # delta: the snapshot sequence it applies to; snapshot: 0
+    created_at: int  # unix seconds
+    file_size: int
+    cards: int  # snapshot: entries; delta: added
+    credentials: int
+    removed_cards: int  # delta only
+    removed_credentials: int
+    target_fpr: float  # snapshot only
+    bucket_bits: int  # snapshot only: bits of the exact tier's bucket index
+    sections: tuple[tuple[int, int], ...]  # (offset, length) x 4
+    flags: int = 0
+
+    @property
+    def magic(self) -> bytes:
+        return SNAPSHOT_MAGIC if self.kind == "snapshot" else DELTA_MAGIC
+
+    @property
+    def entries(self) -> int:
+        return self.cards + self.credentials
+
+    @property
+    def removed(self) -> int:
+        return self.removed_cards + self.removed_credentials
+
+    def pack(self) -> bytes:
+        """The 248 bytes that the two checksums cover first (CRC fields excluded)."""
+        flat = [x for s in self.sections for x in s]
+        body = _FIXED.pack(
+            self.magic,
+            self.version,
+            HEADER_SIZE,
+            self.hash_id,
+            self.flags,
+            self.seed,
+            self.sequence,
+            self.base_sequence,
+            self.created_at,
+            self.file_size,
+            self.cards,
+            self.credentials,
+            self.removed_cards,
+            self.removed_credentials,
+            self.target_fpr,
+            self.bucket_bits,
+            0,
+            *flat,
+        )
+        return body.ljust(_CRC_OFFSET, b"\0")
+
+
+def seal_header(packed: bytes, payload_crc: int) -> bytes:
+    """The full 256-byte header: packed fields, header CRC, whole-file CRC.
+
+    ``payload_crc`` is the CRC32C of bytes [HEADER_SIZE, file_size), continued from the
+    CRC of the packed fields (``_core.crc32c(payload, _core.crc32c(packed))``).
+    """
+    return packed + struct.pack("<II", _core.crc32c(packed), payload_crc)
+
+
+def layout(lengths: list[int]) -> tuple[tuple[tuple[int, int], ...], int]:
+    """Aligned (offset, length) of each section after the header, and the file size."""
+    sections = []
+    pos = HEADER_SIZE
+    for length in lengths:
+        pos = _align(pos)
+        sections.append((pos, length))
+        pos += length
+    while len(sections) < _SECTIONS:
+        sections.append((0, 0))
+    return tuple(sections), pos
+
+
+def _align(pos: int) -> int:
+    return -(-pos // ALIGN) * ALIGN
+
+
+# --- Bloom filter sizing -----------------------------------------------------------
+
+
+def sbbf_fpr(keys_per_block: float) -> float:
+    """False-positive rate of a split-block Bloom filter with this mean load.
+
+    Keys per block are Poisson distributed; a block holding c keys has each of its
+    eight 32-bit words' bits set with probability 1 - (31/32)^c, and a query needs
+    its one bit in each of the eight words.
+    """
+    lam = float(keys_per_block)
+    if lam <= 0:
+        return 0.0
+    top = int(lam + 12 * math.sqrt(lam) + 40)
+    c = np.arange(top + 1, dtype=np.float64)
+    log_pois = c * math.log(lam) - lam - np.array([math.lgamma(x + 1) for x in c])
+    return float(np.sum(np.exp(log_pois) * (1.0 - (31.0 / 32.0) ** c) ** 8))
+
+
+def bloom_blocks_for(n: int, fpr: float) -> int:
+    """Fewest blocks whose expected false-positive rate for n keys is at most fpr."""
+    if not 0 < fpr < 1:
+        raise ValueError(f"false-positive rate must be between 0 and 1, got {fpr}")
+    if n == 0:
+        return 1
+    lo, hi = 1e-6, 64.0  # keys per block; sbbf_fpr rises with it
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if sbbf_fpr(mid) > fpr:
+            hi = mid
+        else:
+            lo = mid
+    blocks = max(1, math.ceil(n / lo))
+    if blocks > MAX_BLOOM_BLOCKS:
+        raise ValueError(f"{n} entries at fpr {fpr} need more than 2^32 Bloom blocks")
+    return blocks
+
+
+# --- Reading -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class MappedFile:
+    """A validated revocation file, mapped read-only.  The arrays are views of the map."""
+
+    path: str
+    header: Header
+    mapping: mmap.mmap
+    arrays: dict[str, np.ndarray]
+
+
+def _fail(path, problem: str):
+    raise RevocationFileError(f"{os.fspath(path)}: {problem}")
+
+
+def parse_header(path, data: bytes, file_length: int) -> Header:
+    """Checks a header against itself and the file length; returns it decoded."""
+    if len(data) < 16:
+        _fail(path, f"truncated: {file_length} bytes, too short for a revocation file header")
+    magic = bytes(data[:8])
+    if magic not in MAGICS:
+        _fail(path, f"not a revocation file (magic {magic!r})")
+    version, header_size = struct.unpack_from("<II", data, 8)
+    if version != VERSION:
+        _fail(path, f"unsupported format version {version} (this engine reads version {VERSION})")
+    if len(data) < HEADER_SIZE:
+        _fail(path, f"truncated: {file_length} bytes, shorter than the {HEADER_SIZE}-byte header")
+    if header_size != HEADER_SIZE:
+        _fail(path, f"header size {header_size}, expected {HEADER_SIZE}")
+    header_crc, _ = struct.unpack_from("<II", data, _CRC_OFFSET)
+    if _core.crc32c(bytes(data[:_CRC_OFFSET])) != header_crc:
+        _fail(path, "header checksum mismatch (the header is corrupt)")
+    f = _FIXED.unpack_from(data, 0)
+    sections = tuple((f[17 + 2 * i], f[18 + 2 * i]) for i in range(_SECTIONS))
+    h = Header(
+        kind=MAGICS[magic],
+        version=version,
+        hash_id=f[3],
+        flags=f[4],
+        seed=f[5],
+        sequence=f[6],
+        base_sequence=f[7],
+        created_at=f[8],
+        file_size=f[9],
+        cards=f[10],
+        credentials=f[11],
+        removed_cards=f[12],
+        removed_credentials=f[13],
+        target_fpr=f[14],
+        bucket_bits=f[15],
+        sections=sections,
+    )
+    if h.hash_id not in HASHES:
+        _fail(path, f"unknown hash id {h.hash_id} (this engine knows {sorted(HASHES)})")
+    if h.flags != 0:
+        _fail(path, f"unknown flags {h.flags:#x}")
+    if h.file_size != file_length:
+        _fail(path, f"header says {h.file_size} bytes, the file has {file_length} (truncated?)")
+    _check_layout(path, h)
+    return h
+
+
+def _expected_lengths(h: Header) -> list[int]:
+    if h.kind == "snapshot":
+        if h.bucket_bits > 32:
+            raise ValueError(f"bucket index bits {h.bucket_bits} (at most 32)")
+        return [
+            -1,  # the Bloom filter: any whole number of blocks, checked below
+            ((1 << h.bucket_bits) + 1) * 8,
+            h.entries * FP_BYTES,
+        ]
+    return [h.entries * FP_BYTES, h.removed * FP_BYTES]
+
+
+def _check_layout(path, h: Header) -> None:
+    try:
+        expected = _expected_lengths(h)
+    except ValueError as e:
+        _fail(path, str(e))
+    if h.kind == "delta" and h.sequence <= h.base_sequence:
+        _fail(path, f"delta sequence {h.sequence} is not after its snapshot's {h.base_sequence}")
+    end = HEADER_SIZE
+    for i, (offset, length) in enumerate(h.sections):
+        if i >= len(expected):
+            if (offset, length) != (0, 0):
+                _fail(path, f"section {i} is set but unused")
+            continue
+        want = expected[i]
+        if want == -1:
+            blocks = length // BLOOM_BLOCK_BYTES
+            if length % BLOOM_BLOCK_BYTES or not 1 <= blocks <= MAX_BLOOM_BLOCKS:
+                _fail(path, f"Bloom filter of {length} bytes is not 1 to 2^32 whole blocks")
+        elif length != want:
+            _fail(path, f"section {i} is {length} bytes, the counts say {want}")
+        if offset % 64 or offset < end or offset + length > h.file_size:
+            _fail(path, f"section {i} at {offset}+{length} is misplaced or past the end")
+        end = offset + length
+
+
+def read_header(path) -> Header:
+    """The header of a revocation file, checked (its payload is not read)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(HEADER_SIZE)
+    except OSError as e:
+        _fail(path, f"cannot read: {e.strerror}")
+    return parse_header(path, data, size)
+
+
+def map_file(path, *, kind: str | None = None) -> MappedFile:
+    """Opens, checks and maps a revocation file; RevocationFileError if it is unusable.
+
+    The whole file is checksummed before anything is used.  The mapping is
+    read-only and shared, so every process mapping the same file shares one copy in
+    the page cache.  Writers never change a file in place: they write a new file and
+    rename it over the old name, so an existing mapping keeps the old inode (and its
+    pages) for as long as it lives.  Truncating or rewriting a mapped file in place
+    would make readers fault (SIGBUS) on the pages that vanish, which is why the
+    engine never does it.
+    """
+    if sys.byteorder != "little":
+        _fail(path, "revocation files are little-endian; this host is not")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        _fail(path, f"cannot open: {e.strerror}")
+    try:
+        size = os.fstat(fd).st_size
+        if size < HEADER_SIZE:
+            parse_header(path, os.pread(fd, HEADER_SIZE, 0), size)  # raises the right error
+        mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    except OSError as e:
+        _fail(path, f"cannot map: {e.strerror}")
+    finally:
+        os.close(fd)
+    _advise(mm, "MADV_SEQUENTIAL")
+    header = parse_header(path, mm[:HEADER_SIZE], size)
+    if kind is not None and header.kind != kind:
+        _fail(path, f"is a {header.kind} file, expected a {kind}")
+    view = memoryview(mm)
+    try:
+        crc = _core.crc32c(view[HEADER_SIZE:], _core.crc32c(view[:_CRC_OFFSET]))
+    finally:
+        view.release()
+    if crc != struct.unpack_from("<I", mm, _CRC_OFFSET + 4)[0]:
+        _fail(path, "checksum mismatch (the payload is corrupt)")
+    # Look-ups touch one random block each: read-ahead would only waste cache.
+    _advise(mm, "MADV_RANDOM")
+    arrays = _section_arrays(path, header, mm)
+    return MappedFile(os.fspath(path), header, mm, arrays)
+
+
+def _advise(mm: mmap.mmap, name: str) -> None:
+    advice = getattr(mmap, name, None)
+    if advice is not None and hasattr(mm, "madvise"):
+        with contextlib.suppress(OSError):  # advice only
+            mm.madvise(advice)
+
+
+def _section_arrays(path, h: Header, mm: mmap.mmap) -> dict[str, np.ndarray]:
+    def u64(i: int, width: int) -> np.ndarray:
+        offset, length = h.sections[i]
+        arr = np.frombuffer(mm, dtype="<u8", count=length // 8, offset=offset)
+        return arr.reshape(-1, width) if width > 1 else arr
+
+    if h.kind == "snapshot":
+        offset, length = h.sections[0]
+        arrays = {
+            "bloom": np.frombuffer(mm, dtype="<u4", count=length // 4, offset=offset),
+            "index": u64(1, 1),
+            "fps": u64(2, 2),
+        }
+        bad = _core.fpset_check_index(arrays["index"], h.bucket_bits, h.entries)
+        if bad:
+            _fail(path, f"bucket index is inconsistent at bucket {bad - 1}")
+        return arrays
+    arrays = {"add": u64(0, 2), "remove": u64(1, 2)}
+    for name, fps in arrays.items():
+        bits = _core.fpset_bits_for(len(fps))
+        if _core.fpset_validate(fps, bits, _core.fpset_index(fps, bits)):
+            _fail(path, f"{name} set is not sorted")
+    return arrays
+
+
+# --- Description (``revocation inspect``, ``python -m engine inspect``) -------------
+
+
+def filter_fpr(words: np.ndarray) -> float:
+    """The false-positive rate of this very filter for random queries, from its bits.
+
+    A query lands in a uniformly random block and needs one uniformly random bit in
+    each of its eight words, so the rate is the mean over blocks of the product of
+    the eight words' fill ratios.
+    """
+    popcount = np.array([bin(i).count("1") for i in range(256)], dtype=np.float64)
+    total = 0.0
+    step = 1 << 20  # blocks per slice: bounded temporary memory
+    blocks = words.reshape(-1, 8)
+    for start in range(0, len(blocks), step):
+        part = np.ascontiguousarray(blocks[start : start + step]).view(np.uint8)
+        ones = popcount[part].reshape(-1, 8, 4).sum(axis=2)
+        total += float(np.prod(ones / 32.0, axis=1).sum())
+    return total / len(blocks)
+
+
+def describe(path) -> dict:
+    """A JSON-ready description of a revocation file, after every check."""
+    m = map_file(path)
+    h = m.header
+    doc: dict = {
+        "type": f"revocation_{h.kind}",
+        "format_version": h.version,
+        "hash": f"{HASHES[h.hash_id]} (id {h.hash_id})",
+        "seed": f"{h.seed:016x}",
+        "sequence": h.sequence,
+    }
+    if h.kind == "delta":
+        doc["applies_to_snapshot"] = h.base_sequence
+    doc["created_at"] = h.created_at
+    doc["created_at_utc"] = datetime.datetime.fromtimestamp(
+        h.created_at, datetime.timezone.utc
+    ).isoformat()
+    doc["file_bytes"] = h.file_size
+    doc["checksum"] = "ok (crc32c)"
+    if h.kind == "snapshot":
+        n = h.entries
+        bloom = m.arrays["bloom"]
+        doc.update(
+            entries=n,
+            cards=h.cards,
+            credentials=h.credentials,
+            bloom_blocks=len(bloom) // 8,
+            bloom_bytes=bloom.nbytes,
+            bloom_bits_per_entry=round(bloom.nbytes * 8 / n, 3) if n else None,
+            target_fpr=h.target_fpr,
+            bloom_fpr=filter_fpr(bloom),
+            exact_tier_bytes=m.arrays["fps"].nbytes,
+            bucket_index_bytes=m.arrays["index"].nbytes,
+            bucket_bits=h.bucket_bits,
+            file_bits_per_entry=round(h.file_size * 8 / n, 3) if n else None,
+        )
+    else:
+        doc.update(
+            added_cards=h.cards,
+            added_credentials=h.credentials,
+            removed_cards=h.removed_cards,
+            removed_credentials=h.removed_credentials,
+        )
+    return doc
