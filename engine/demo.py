@@ -92,6 +92,7 @@ def prepare_serving(directory: pathlib.Path) -> pathlib.Path:
     if not wallet_file.exists():
         issuance.issue_to_file(pki, DEMO_WALLETS, wallet_file, progress=False)
         print(f"issued {DEMO_WALLETS} demo credentials into {wallet_file}")
+    snapshot = build_demo_revocation(directory)
     config = directory / "engine.toml"
     if not config.exists():
         config.write_text(
@@ -101,7 +102,49 @@ def prepare_serving(directory: pathlib.Path) -> pathlib.Path:
             '[metrics]\nhost = "127.0.0.1"\nport = 9700\n\n'
             "[trust]\n"
             f'root_public_key = "{pki.root_public_key.hex()}"\n'
-            f'trust_list = "{pki.trust_list_path.resolve()}"\n'
+            f'trust_list = "{pki.trust_list_path.resolve()}"\n\n'
+            "[revocation]\n"
+            f'snapshot = "{snapshot.resolve()}"\n\n'
+            "# The demo's revocation data is rebuilt by `make load`: pick it up.\n"
+            "[reload]\nwatch_interval_s = 2.0\n"
         )
         print(f"wrote {config}")
     return config
+
+
+DEMO_REVOKED = 20  # of the demo wallets: half revoked by card, half by credential
+
+
+def build_demo_revocation(directory: pathlib.Path) -> pathlib.Path:
+    """(Re)builds DIR/revocation.snap so the demo never serves stale revocation data.
+
+    Revokes some demo wallets (listed in DIR/revoked.txt) plus every id listed in the
+    load-generation corpus, DIR/corpus/revoked.txt, when one exists.
+    """
+    from engine import wallets
+    from engine.credentials import Credential
+    from engine.revocation_build import build_snapshot
+
+    listing = directory / "revoked.txt"
+    if not listing.exists():
+        lines = ["# demo revocations: cards and credentials of the last demo wallets"]
+        held = list(wallets.read(directory / "wallets.essc"))
+        for i, w in enumerate(held[-DEMO_REVOKED:]):
+            cred = Credential.decode(w.credential)
+            lines.append(f"card {cred.card_number}" if i % 2 else f"credential {cred.serial.hex()}")
+        listing.write_text("\n".join(lines) + "\n")
+    inputs = [listing]
+    corpus = directory / "corpus" / "revoked.txt"
+    if corpus.exists():
+        inputs.append(corpus)
+    snapshot = directory / "revocation.snap"
+    sequence = 1
+    if snapshot.exists():
+        from engine.revocation_format import read_header
+
+        try:
+            sequence = read_header(snapshot).sequence + 1
+        except Exception:
+            sequence = 1
+    build_snapshot(snapshot, inputs, sequence=sequence)
+    return snapshot

@@ -149,18 +149,21 @@ async def _client_main(args, host: str, port: int) -> int:
             print(json.dumps(await client.status(), indent=2))
             return 0
         if args.what == "revocation-check":
-            cards, serials = [], []
+            parsed = []
             for item in args.ids:
                 kind, _, value = item.partition(":")
-                if kind == "card":
-                    cards.append(value)
-                elif kind == "credential":
-                    serials.append(bytes.fromhex(value))
-                else:
+                try:
+                    parsed.append((kind, value if kind == "card" else bytes.fromhex(value)))
+                except ValueError:
+                    kind = "?"
+                if kind not in ("card", "credential"):
                     raise ConfigError(f"{item!r}: expected card:<number> or credential:<hex>")
-            answer = await client.revocation_check(cards, serials)
-            for item, revoked in zip(args.ids, answer["cards"] + answer["credentials"]):
-                print(f"{item}: {'REVOKED' if revoked else 'not revoked'}")
+            answer = await client.revocation_check(
+                [v for k, v in parsed if k == "card"], [v for k, v in parsed if k != "card"]
+            )
+            answers = {"card": iter(answer["cards"]), "credential": iter(answer["credentials"])}
+            for item, (kind, _) in zip(args.ids, parsed):
+                print(f"{item}: {'REVOKED' if next(answers[kind]) else 'not revoked'}")
             return 0
         if args.what == "verify":
             batch = [pathlib.Path(f).read_bytes() for f in args.files]

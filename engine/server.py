@@ -614,8 +614,15 @@ class Server:
 def open_revocation(cfg: Config):
     """The revocation store named by the configuration, or None when none is configured."""
     if not cfg.revocation.snapshot:
+        if cfg.revocation.deltas:
+            raise ConfigError("revocation.deltas needs revocation.snapshot")
         return None
-    raise ConfigError("revocation.snapshot is set, but this build has no revocation store")
+    from engine.revocation import RevocationFileError, RevocationStore
+
+    try:
+        return RevocationStore(cfg.revocation.snapshot, cfg.revocation.deltas)
+    except RevocationFileError as e:
+        raise ConfigError(f"revocation: {e}") from None
 
 
 async def serve(cfg: Config, *, ready: Callable[[Server], None] | None = None) -> int:

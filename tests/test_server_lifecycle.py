@@ -24,13 +24,16 @@ from engine.verdicts import Verdict
 class ServerProcess:
     """`python -m engine serve` on 127.0.0.1 and a free port; its JSON log lines are events."""
 
-    def __init__(self, pki, tmp_path, *flags: str):
+    def __init__(self, pki, tmp_path, *flags: str, revocation=None):
         cfg = tmp_path / "engine.toml"
-        cfg.write_text(
+        text = (
             '[server]\nhost = "127.0.0.1"\nport = 0\n[metrics]\nport = 0\n'
             f'[trust]\nroot_public_key = "{pki.root_public_key.hex()}"\n'
             f'trust_list = "{pki.trust_list_path}"\n'
         )
+        if revocation is not None:
+            text += f'[revocation]\nsnapshot = "{revocation}"\n'
+        cfg.write_text(text)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "serve", "--config", str(cfg), *flags],
             stderr=subprocess.PIPE,
@@ -84,8 +87,8 @@ def own_pki(tmp_path):
 def serve(own_pki, tmp_path):
     started = []
 
-    def start(*flags):
-        p = ServerProcess(own_pki, tmp_path, *flags)
+    def start(*flags, revocation=None):
+        p = ServerProcess(own_pki, tmp_path, *flags, revocation=revocation)
         started.append(p)
         return p
 
@@ -232,3 +235,99 @@ def test_bad_configuration_is_one_clear_error(tmp_path, own_pki):
     )
     assert proc.returncode == 1
     assert "ESSC_SERVER_PORT" in proc.stderr
+
+
+def _snapshot(path, cards=(), serials=(), sequence=1):
+    from engine.revocation_build import build_snapshot
+
+    listing = path.with_suffix(".txt")
+    lines = [f"card {c}" for c in cards] + [f"credential {s.hex()}" for s in serials]
+    listing.write_text("\n".join(["# test", *lines]) + "\n")
+    build_snapshot(path, [listing], sequence=sequence)
+
+
+def test_revocation_snapshot_served_and_reloaded(serve, own_pki, tmp_path):
+    from engine.credentials import Presentation
+
+    scenarios = Scenarios(own_pki, int(time.time()))
+    snap = tmp_path / "revocation.snap"
+    _snapshot(snap, serials=scenarios.revoked_serials)
+    srv = serve(revocation=snap)
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            loop = asyncio.get_running_loop()
+            ok, cred_revoked = scenarios.presentations(
+                [Verdict.OK, Verdict.CREDENTIAL_REVOKED], now_ms()
+            )
+            verdicts = [r.verdict for r in await client.verify_batch([ok, cred_revoked])]
+            assert verdicts == [Verdict.OK, Verdict.CREDENTIAL_REVOKED]
+            assert (await client.status())["revocation_sequence"] == 1
+            # The OK card is revoked in the next snapshot, swapped in on SIGHUP.
+            card = Presentation.decode(ok).credential.card_number
+            _snapshot(snap, cards=[card], serials=scenarios.revoked_serials, sequence=2)
+            srv.signal(signal.SIGHUP)
+            event = await loop.run_in_executor(None, srv.wait_for, "reloaded")
+            assert (event["what"], event["sequence"]) == ("revocation", 2)
+            (again,) = scenarios.presentations([Verdict.OK], now_ms())
+            assert (await client.verify(again)).verdict is Verdict.CARD_REVOKED
+            # A damaged file is refused and the data in service stays.
+            data = bytearray(snap.read_bytes())
+            data[-1] ^= 0xFF
+            damaged = tmp_path / "damaged.snap"
+            damaged.write_bytes(bytes(data))
+            damaged.replace(snap)
+            srv.signal(signal.SIGHUP)
+            failed = await loop.run_in_executor(None, srv.wait_for, "reload_failed")
+            assert failed["what"] == "revocation" and failed["in_service"] == 2
+            assert "checksum" in failed["error"] or "CRC" in failed["error"]
+            (third,) = scenarios.presentations([Verdict.OK], now_ms())
+            assert (await client.verify(third)).verdict is Verdict.CARD_REVOKED
+            answer = await client.revocation_check([card], [])
+            assert answer == {
+                "id": answer["id"],
+                "cards": [True],
+                "credentials": [],
+                "revocation_sequence": 2,
+            }
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def test_client_command_line(serve, own_pki, tmp_path):
+    from engine import issuance
+
+    wallets = tmp_path / "w.essc"
+    issuance.issue_to_file(own_pki, 4, wallets, progress=False)
+    snap = tmp_path / "revocation.snap"
+    _snapshot(snap, cards=["B00000001"], serials=[bytes(range(16))])
+    srv = serve(revocation=snap)
+    target = ["--target", f"127.0.0.1:{srv.port}"]
+
+    def client(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "engine", "client", *target, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    out = client(
+        "revocation-check",
+        "credential:" + bytes(range(16)).hex(),
+        "card:B00000001",
+        "card:B00000002",
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "credential:000102030405060708090a0b0c0d0e0f: REVOKED",
+        "card:B00000001: REVOKED",
+        "card:B00000002: not revoked",
+    ]
+    out = client("try", "--wallets", str(wallets), "--count", "4")
+    assert out.returncode == 0 and out.stdout.count(": OK (0)") == 4
+    assert client("ping").stdout.startswith("pong in ")
+    assert '"revocation_sequence": 1' in client("status").stdout
+    bad = client("revocation-check", "nonsense")
+    assert bad.returncode == 1 and "expected card:" in bad.stderr
