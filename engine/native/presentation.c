@@ -31,27 +31,26 @@ static int rd_array(reader *r, unsigned n)
     return 1;
 }
 
-/* A byte string (bin) of any length in its shortest header; returns its offset. */
-static int rd_bin(reader *r, uint32_t *off, uint32_t *len)
+/* A length-prefixed value (bin or str) whose header is one of three bytes followed by an
+ * 8-, 16- or 32-bit big-endian length; the length must need that width (the shortest
+ * header), and an 8-bit length at least `min8` (str uses fixstr below 32). */
+static int rd_sized(reader *r, const uint8_t hdr[3], uint32_t min8, uint32_t *off,
+                    uint32_t *len)
 {
     const uint8_t *p = r->p;
-    uint32_t n;
     size_t avail = (size_t)(r->end - p);
-    if (avail < 2)
-        return 0;
-    if (p[0] == 0xc4) {
+    uint32_t n;
+    if (avail >= 2 && p[0] == hdr[0]) {
         n = p[1];
-        p += 2;
-    } else if (p[0] == 0xc5) {
-        if (avail < 3)
+        if (n < min8)
             return 0;
+        p += 2;
+    } else if (avail >= 3 && p[0] == hdr[1]) {
         n = be16(p + 1);
         if (n < 0x100)
             return 0;
         p += 3;
-    } else if (p[0] == 0xc6) {
-        if (avail < 5)
-            return 0;
+    } else if (avail >= 5 && p[0] == hdr[2]) {
         n = be32(p + 1);
         if (n < 0x10000)
             return 0;
@@ -65,6 +64,15 @@ static int rd_bin(reader *r, uint32_t *off, uint32_t *len)
     *len = n;
     r->p = p + n;
     return 1;
+}
+
+static const uint8_t BIN_HEADERS[3] = {0xc4, 0xc5, 0xc6};
+static const uint8_t STR_HEADERS[3] = {0xd9, 0xda, 0xdb};
+
+/* A byte string (bin) of any length in its shortest header; returns its offset. */
+static int rd_bin(reader *r, uint32_t *off, uint32_t *len)
+{
+    return rd_sized(r, BIN_HEADERS, 0, off, len);
 }
 
 static int rd_bin_fixed(reader *r, uint32_t want, uint32_t *off)
@@ -73,45 +81,19 @@ static int rd_bin_fixed(reader *r, uint32_t want, uint32_t *off)
     return rd_bin(r, off, &len) && len == want;
 }
 
-/* A text string (str) in its shortest header. */
+/* A text string (str) in its shortest header: fixstr below 32 bytes. */
 static int rd_str(reader *r, uint32_t *off, uint32_t *len)
 {
-    const uint8_t *p = r->p;
-    uint32_t n;
-    size_t avail = (size_t)(r->end - p);
-    if (avail < 1)
-        return 0;
-    if ((p[0] & 0xe0) == 0xa0) {
-        n = p[0] & 0x1f;
-        p += 1;
-    } else if (p[0] == 0xd9) {
-        if (avail < 2 || p[1] < 32)
+    if (r->p < r->end && (*r->p & 0xe0) == 0xa0) {
+        uint32_t n = *r->p & 0x1f;
+        if ((size_t)(r->end - r->p - 1) < n)
             return 0;
-        n = p[1];
-        p += 2;
-    } else if (p[0] == 0xda) {
-        if (avail < 3)
-            return 0;
-        n = be16(p + 1);
-        if (n < 0x100)
-            return 0;
-        p += 3;
-    } else if (p[0] == 0xdb) {
-        if (avail < 5)
-            return 0;
-        n = be32(p + 1);
-        if (n < 0x10000)
-            return 0;
-        p += 5;
-    } else {
-        return 0;
+        *off = (uint32_t)(r->p + 1 - r->base);
+        *len = n;
+        r->p += 1 + n;
+        return 1;
     }
-    if ((size_t)(r->end - p) < n)
-        return 0;
-    *off = (uint32_t)(p - r->base);
-    *len = n;
-    r->p = p + n;
-    return 1;
+    return rd_sized(r, STR_HEADERS, 32, off, len);
 }
 
 /* An unsigned integer in its shortest encoding. */
