@@ -8,7 +8,7 @@ DEMO   ?= demo
 
 CORE_SOURCES := $(wildcard engine/_core.pyx engine/_core_*.pxi engine/native/*.c engine/native/*.h) setup.py
 
-.PHONY: run test lint build clean
+.PHONY: run test lint build clean load
 
 # The environment: a venv with the build tools, then the project in editable mode
 # with its test and benchmark extras.
@@ -39,6 +39,27 @@ test: build lint
 run: build
 	$(VPY) -m engine demo --dir $(DEMO)
 	$(VPY) -m engine serve --demo $(DEMO)
+
+# A short load against `make run`'s server (docs/OPERATIONS.md, "Load generation").  The
+# corpus is made once from the demo PKI, and again when the demo trust list changes.
+# `make run` serves no revocation data: the revoked outcomes are left out by default.
+LOAD_TARGET   ?= 127.0.0.1:7700
+LOAD_RATE     ?= 2000
+LOAD_DURATION ?= 10
+LOAD_CARDS    ?= 10000
+LOAD_ARGS     ?= --exclude card-revoked,credential-revoked
+
+load: build $(DEMO)/loadgen/corpus.json
+	$(VPY) -m loadgen run --target $(LOAD_TARGET) --corpus $(DEMO)/loadgen \
+		--rate $(LOAD_RATE) --duration $(LOAD_DURATION) --warmup 2 \
+		--json $(DEMO)/load.json --report $(DEMO)/load.html $(LOAD_ARGS)
+
+$(DEMO)/loadgen/corpus.json: $(DEMO)/pki/trustlist.essc | build
+	$(VPY) -m loadgen corpus --pki $(DEMO)/pki --cards $(LOAD_CARDS) --out $(DEMO)/loadgen
+
+$(DEMO)/pki/trustlist.essc:
+	@echo "make load: no demo trust material in $(DEMO)/pki: start the server with 'make run' first" >&2
+	@exit 2
 
 clean:
 	rm -rf build $(VENV) engine/_core.c engine/_core*.so .stamp-*

@@ -111,12 +111,18 @@ def allocate(cards: int, mix: dict[str, float]) -> dict[str, int]:
     if cards < len(names):
         raise CorpusError(f"--cards {cards}: the mix needs at least {len(names)} cardholders")
     total = sum(mix[n] for n in names)
-    spare = cards - len(names)  # one each first, the rest by largest remainder
-    exact = {n: spare * mix[n] / total for n in names}
-    counts = {n: 1 + int(exact[n]) for n in names}
+    exact = {n: cards * mix[n] / total for n in names}
+    counts = {n: max(1, int(exact[n])) for n in names}
     left = cards - sum(counts.values())
-    for n in sorted(names, key=lambda n: exact[n] - int(exact[n]), reverse=True)[:left]:
+    # Largest remainders get the cards left over; a shortfall (outcomes raised to one)
+    # comes out of the biggest groups.
+    by_remainder = sorted(names, key=lambda n: exact[n] - int(exact[n]), reverse=True)
+    for n in by_remainder[: max(left, 0)]:
         counts[n] += 1
+    while left < 0:
+        biggest = max(names, key=lambda n: counts[n])
+        counts[biggest] -= 1
+        left += 1
     return counts
 
 

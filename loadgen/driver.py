@@ -536,37 +536,46 @@ class Driver:
         owner.in_flight -= 1
         owner.rids.discard(rid)
         self._last_answer = t
-        c_us = int((t - intended) * 1e6)
-        u_us = int((t - sent) * 1e6)
-        self._iv_c.append(c_us)
-        self._iv_u.append(u_us)
         counts = self.counts if measured else self.warm_counts
         if measured:
-            self._m_c.append(c_us)
-            self._m_u.append(u_us)
             self._last_measured_answer = t
         counts.requests += 1
         self._iv["answered"] += 1
+        if self._answer(counts, msg, rid, chunk, i):
+            # A request refused with BUSY was not served: its (instant) answer would
+            # flatter the latency of those that were.  BUSY is counted apart.
+            c_us = int((t - intended) * 1e6)
+            u_us = int((t - sent) * 1e6)
+            self._iv_c.append(c_us)
+            self._iv_u.append(u_us)
+            if measured:
+                self._m_c.append(c_us)
+                self._m_u.append(u_us)
+
+    def _answer(self, counts: stats.Counts, msg: dict, rid: int, chunk: Chunk, i: int) -> bool:
+        """Checks one answer; False when it was BUSY throughout."""
         error = msg.get("error")
         batch = chunk.batch
         base = i * batch
         if error is not None:
             self._error(counts, str(error), msg.get("message"), rid, chunk, base)
-            return
+            return True
         if batch == 1:
-            self._check(counts, chunk, base, msg.get("verdict"), msg.get("reason"), rid)
-            return
+            v = msg.get("verdict")
+            self._check(counts, chunk, base, v, msg.get("reason"), rid)
+            return v != BUSY
         results = msg.get("results")
         if type(results) is not list or len(results) != batch:
             self._error(
                 counts, "bad_response", "results missing or of the wrong length", rid, chunk, base
             )
-            return
+            return True
+        served = False
         for j, r in enumerate(results):
-            if type(r) is dict:
-                self._check(counts, chunk, base + j, r.get("verdict"), r.get("reason"), rid)
-            else:
-                self._check(counts, chunk, base + j, None, None, rid)
+            v = r.get("verdict") if type(r) is dict else None
+            self._check(counts, chunk, base + j, v, r.get("reason") if v is not None else None, rid)
+            served = served or v != BUSY
+        return served
 
     def _check(self, counts: stats.Counts, chunk: Chunk, item: int, v, reason, rid: int) -> None:
         if type(v) is not int or not 0 <= v < N_VERDICTS:

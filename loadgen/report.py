@@ -25,8 +25,10 @@ def progress_line(iv: stats.Interval, target_rate: float | None, max_lag_ms: flo
     lat = "p50 -  p99 -"
     if c[0] is not None:
         lat = f"p50 {c[0]:.2f} ms  p99 {c[1]:.2f} ms (uncorrected {u[1]:.2f})"
+    # The drain is what is left after the schedule: a count, not a rate.
+    rate = f"{iv.answered:,} answered" if iv.phase == "drain" else f"{iv.rate:,.0f} req/s{target}"
     line = (
-        f"[{iv.t:6.1f}s {iv.phase:<7}] {iv.rate:,.0f} req/s{target}  in flight {iv.in_flight}  "
+        f"[{iv.t:6.1f}s {iv.phase:<7}] {rate}  in flight {iv.in_flight}  "
         f"mismatches {iv.mismatches}  errors {iv.errors}  busy {iv.busy}  {lat}"
     )
     if target_rate and iv.lag_max_ms > max_lag_ms:
@@ -101,8 +103,8 @@ def summary_text(r: RunResult) -> str:
         lines.append(f"RATE NOT HELD: {message}")
     elif s_open(r):
         lines.append(
-            f"schedule     held: {sched.sent:,} of {sched.scheduled:,} requests sent on time "
-            f"(send lag p99 {_ms(sched.lag.get('p99'))} ms)"
+            f"schedule     held: {sched.sent:,} of {sched.scheduled:,} requests sent, send lag "
+            f"p99 {_ms(sched.lag.get('p99'))} ms (limit {sched.max_lag_ms:g} ms)"
         )
     if sched.stale_chunks:
         lines.append(
@@ -318,13 +320,23 @@ def _chart(
             f'fill="#2ca02c">{html.escape(hline[1])}</text>'
         )
     for k, (name, ps, color, dashed) in enumerate(series):
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in ps if y is not None)
-        if not path:
-            continue
         dash = ' stroke-dasharray="5,4"' if dashed else ""
-        out.append(
-            f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.6"{dash}/>'
-        )
+        # No value (an interval without answers) breaks the line: nothing to join across.
+        runs: list[list[str]] = [[]]
+        for x, y in ps:
+            if y is None:
+                runs.append([])
+            else:
+                runs[-1].append(f"{sx(x):.1f},{sy(y):.1f}")
+        for run in runs:
+            if len(run) == 1:
+                cx, cy = run[0].split(",")
+                out.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{color}"/>')
+            elif run:
+                out.append(
+                    f'<polyline points="{" ".join(run)}" fill="none" stroke="{color}" '
+                    f'stroke-width="1.6"{dash}/>'
+                )
         lx = left + 10 + k * 170
         out.append(
             f'<line x1="{lx}" x2="{lx + 22}" y1="{height - 8}" y2="{height - 8}" '
@@ -371,9 +383,9 @@ def html_report(r: RunResult, doc: dict | None = None) -> str:
     latency = _chart(
         [
             (
-                "corrected p50",
-                [(t, iv.corrected_ms[0]) for t, iv in zip(t_of, ivs)],
-                _COLORS[0],
+                "corrected max",
+                [(t, iv.corrected_ms[2]) for t, iv in zip(t_of, ivs)],
+                _COLORS[2],
                 False,
             ),
             (
@@ -383,9 +395,9 @@ def html_report(r: RunResult, doc: dict | None = None) -> str:
                 False,
             ),
             (
-                "corrected max",
-                [(t, iv.corrected_ms[2]) for t, iv in zip(t_of, ivs)],
-                _COLORS[2],
+                "corrected p50",
+                [(t, iv.corrected_ms[0]) for t, iv in zip(t_of, ivs)],
+                _COLORS[0],
                 False,
             ),
             (

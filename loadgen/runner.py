@@ -89,7 +89,7 @@ def drive(
     """Runs the driver on a fresh uvloop event loop; progress lines go to ``progress``."""
 
     def on_interval(iv, driver):
-        if progress is not None:
+        if progress is not None and (iv.answered or iv.phase != "drain"):
             progress(report.progress_line(iv, settings.rate, settings.max_lag_ms))
 
     def on_mismatch(example):

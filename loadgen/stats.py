@@ -154,14 +154,14 @@ class Schedule:
                 "server's; add --workers"
             )
         lag = self.lag.get("max") or 0.0
-        head = f"generator behind schedule by up to {lag:,.0f} ms"
+        head = f"requests went out up to {lag:,.0f} ms behind their schedule"
         if self.not_sent:
             head += f" ({self.not_sent:,} scheduled requests never sent)"
         if self.cause == "server":
             return (
                 f"{head}: every connection's pipeline was full for {self.window_wait_s:.1f} s "
-                "- the server answers slower than the target rate (latency is corrected "
-                "for the wait); more --connections or --pipeline only queue more"
+                "- the server did not answer as fast as the target rate asks (--connections "
+                "x --pipeline requests in flight); the latency is corrected for the wait"
             )
         if self.source_wait_s > 0:
             return (
