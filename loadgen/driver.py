@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import itertools
 import math
+import signal
 import time
 from collections.abc import Callable
 
@@ -103,6 +104,8 @@ class RunResult:
     error_examples: list[dict]
     sent: int  # requests sent, warm-up included
     aborted: str | None  # why the run stopped early, if it did
+    workers: int  # signing worker processes
+    corpus: str
 
     @property
     def failed(self) -> bool:
@@ -237,7 +240,8 @@ class Driver:
         self._last_measured_answer = 0.0
         self._last_answer = 0.0
         self._closing = False
-        self._fatal: str | None = None
+        self._fatal: str | None = None  # the run cannot go on
+        self._interrupted: str | None = None  # Ctrl-C: stop sending, drain, report
 
     # --- running ------------------------------------------------------------------------
 
@@ -254,6 +258,8 @@ class Driver:
             self.warm_end = self.t0 + s.warmup
             self._last_tick = self.t0
             ticker = loop.create_task(self._ticker())
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGINT, self._interrupt)  # main thread only
             try:
                 if s.open_loop:
                     await self._open_loop()
@@ -267,6 +273,8 @@ class Driver:
                     self._fail(rid, "unanswered", "no answer before the run ended")
             finally:
                 ticker.cancel()
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(signal.SIGINT)
             self._tick(time.perf_counter())
         finally:
             self.source.detach()
@@ -385,7 +393,7 @@ class Driver:
         # exact); beyond this grace, those still unsent count as not sent.
         cutoff = end + s.max_lag_ms / 1000
         perf = time.perf_counter
-        while left != 0 and self._fatal is None:
+        while left != 0 and self._fatal is None and self._interrupted is None:
             t = sched.t
             now = perf()
             if t >= end or now >= cutoff:
@@ -425,7 +433,7 @@ class Driver:
                 await self._wait_event(cutoff - started if end < math.inf else None)
                 self._add_wait(blocked, perf() - started)
         # Due (or overdue) when the run ended and never sent: the generator fell short.
-        if s.duration is not None:
+        if s.duration is not None and self._interrupted is None:
             while sched.t < end:
                 self.not_sent += 1
                 sched.advance()
@@ -453,6 +461,13 @@ class Driver:
         if self._fatal is None:
             self._fatal = why
         self._wake()
+
+    def _interrupt(self) -> None:
+        self._interrupted = "interrupted (Ctrl-C): sending stopped early, answers drained"
+        # A second Ctrl-C is the default one: it ends the process.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            self.loop.remove_signal_handler(signal.SIGINT)
+        self._stop_sending()
 
     def _stop_sending(self) -> None:
         self._sending = False
@@ -780,5 +795,7 @@ class Driver:
             mismatch_examples=self.mismatch_examples,
             error_examples=self.error_examples,
             sent=self.sent,
-            aborted=self._fatal,
+            aborted=self._fatal or self._interrupted,
+            workers=self.source.workers,
+            corpus=str(self.source.corpus.directory),
         )

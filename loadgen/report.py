@@ -58,7 +58,8 @@ def describe_run(r: RunResult) -> str:
     warm = f" after {s.warmup:g} s of warm-up" if s.warmup else ""
     return (
         f"{load}, {length}{warm}; {s.host}:{s.port}, {s.connections} connections x "
-        f"pipeline {s.pipeline}, {r.batch} presentation(s) per request"
+        f"pipeline {s.pipeline}, {r.batch} presentation(s) per request, "
+        f"{r.workers} signing worker(s)"
     )
 
 
@@ -183,6 +184,8 @@ def to_json(r: RunResult) -> dict:
             "connections": s.connections,
             "pipeline": s.pipeline,
             "batch": r.batch,
+            "workers": r.workers,
+            "corpus": r.corpus,
             "outcomes": r.outcome_names,
         },
         "measured_s": round(r.measured_s, 3),

@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import pickle
+import signal
 import socket
 import struct
 import subprocess
@@ -239,6 +240,8 @@ def _send_obj(sock: socket.socket, obj) -> None:
 
 def worker_main(fd: int, config: dict) -> None:
     """A signing worker: sign a chunk for every credit received, until told to stop."""
+    # Ctrl-C reaches the whole process group: the driver decides, and stops us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     try:
         share = tuple(config["share"])
@@ -254,7 +257,7 @@ def worker_main(fd: int, config: dict) -> None:
         _send_obj(sock, f"failed: {e!r}")
         return
     _send_obj(sock, "ready")
-    with contextlib.suppress(EOFError, OSError, KeyboardInterrupt):
+    with contextlib.suppress(EOFError, OSError):
         while True:
             (credits,) = _CREDIT.unpack(_recv_exactly(sock, _CREDIT.size))
             if credits == 0:

@@ -265,3 +265,29 @@ def test_find_peak_stops_where_busy_appears(tmp_path, fake, valid_corpus, capsys
     assert [s["busy"] for s in doc["steps"]] == [0, 0, 75]
     assert doc["peak_requests_per_s"] == 200 and not doc["lower_bound_only"]
     assert "peak: 200 requests/s" in capsys.readouterr().out
+
+
+def test_ctrl_c_stops_sending_drains_and_reports(fake, valid_corpus):
+    import os
+    import signal
+
+    from loadgen import runner
+    from loadgen.driver import Settings
+
+    srv = fake()
+    source = runner.start_source(valid_corpus, {"valid": 1}, 1, 1)
+    interrupted = []
+
+    def progress(line):
+        if not interrupted:  # at the first progress line, as if ops pressed Ctrl-C
+            interrupted.append(line)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    settings = Settings("127.0.0.1", srv.port, rate=200, duration=60, interval=0.1)
+    try:
+        r = runner.drive(settings, source, progress=progress)
+    finally:
+        source.close()
+    assert r.aborted.startswith("interrupted") and r.failed
+    assert r.counts.requests == r.sent == srv.requests > 0
+    assert r.counts.error_count == 0 and r.schedule.not_sent == 0
