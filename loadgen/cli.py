@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.pki import PkiError
     from engine.wallets import WalletFileError
     from loadgen.runner import PreflightError
+    from loadgen.sources import GeneratorError
 
     args = build_parser().parse_args(argv)
     if getattr(args, "factor", 2.0) <= 1:
@@ -356,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     except (
         UsageError,
         PreflightError,
+        GeneratorError,
         corpus_mod.CorpusError,
         PkiError,
         WalletFileError,

@@ -33,7 +33,7 @@ import numpy as np
 from engine.framing import FrameDecoder
 from engine.verdicts import Verdict
 from loadgen import stats
-from loadgen.sources import Chunk
+from loadgen.sources import Chunk, GeneratorError
 
 OK = int(Verdict.OK)
 REPLAYED = int(Verdict.REPLAYED)
@@ -219,7 +219,6 @@ class Driver:
         self._iv = dict.fromkeys(
             ("sent", "answered", "presentations", "mismatches", "errors", "busy"), 0
         )
-        self._wait = {SOURCE: 0.0, WINDOW: 0.0}
         self._iv_wait = {SOURCE: 0.0, WINDOW: 0.0}
         self._m_wait = {SOURCE: 0.0, WINDOW: 0.0}
         self.corrected = stats.new_histogram()
@@ -303,6 +302,8 @@ class Driver:
         """Fill the pool before the clock starts: worker start-up is not the server's time."""
         self._refill()
         while self.available < self._pool_target:
+            if self._fatal is not None:
+                raise GeneratorError(self._fatal)
             await self._wait_event(None)
 
     # --- the pool -----------------------------------------------------------------------
@@ -520,7 +521,6 @@ class Driver:
             w.set_result(None)
 
     def _add_wait(self, what: str, seconds: float) -> None:
-        self._wait[what] += seconds
         self._iv_wait[what] += seconds
         if time.perf_counter() >= self.warm_end:
             self._m_wait[what] += seconds

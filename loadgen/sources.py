@@ -52,6 +52,10 @@ _BATCH = (
 )
 
 
+class GeneratorError(Exception):
+    """The generator itself failed (a signing worker could not start or died)."""
+
+
 @dataclasses.dataclass
 class Chunk:
     """Requests ready to send, each of ``batch`` presentations (item = one presentation)."""
@@ -337,7 +341,7 @@ class Source:
                 answer = f"exited with code {self._procs[w].poll()}"
             sock.settimeout(None)
             if answer != "ready":
-                raise RuntimeError(f"signing worker {w} did not start: {answer}")
+                raise GeneratorError(f"signing worker {w} did not start: {answer}")
 
     def attach(
         self, loop, on_chunk: Callable[[Chunk], None], on_error: Callable[[str], None]

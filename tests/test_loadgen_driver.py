@@ -291,3 +291,17 @@ def test_ctrl_c_stops_sending_drains_and_reports(fake, valid_corpus):
     assert r.aborted.startswith("interrupted") and r.failed
     assert r.counts.requests == r.sent == srv.requests > 0
     assert r.counts.error_count == 0 and r.schedule.not_sent == 0
+
+
+def test_a_signing_worker_that_cannot_start_is_reported(tmp_path, fake, valid_corpus, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(valid_corpus.directory, broken)
+    (broken / "valid.essc").write_bytes(b"not a wallet file")
+    srv = fake()
+    argv = ["run", "--target", f"127.0.0.1:{srv.port}", "--corpus", str(broken)]
+    assert main([*argv, "--workers", "1", "--rate", "10", "--requests", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "signing worker 0 did not start" in err and "valid.essc" in err
+    assert srv.requests == 0
