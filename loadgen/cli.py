@@ -117,21 +117,34 @@ def _settings(args, **overrides):
 
 
 def _prepare(args):
-    """(corpus, weights, host, port) after the pre-flight check."""
+    """(corpus, weights, note) after the pre-flight check."""
     from loadgen import runner
 
     c = corpus_mod.Corpus.open(args.corpus)
     weights = _weights(args, c)
     host, port = _target(args.target)
-    runner.preflight(host, port, c, weights)
-    return c, weights
+    dropped, note = runner.preflight(
+        host,
+        port,
+        c,
+        weights,
+        wait=args.revocation_wait,
+        on_missing=args.on_missing_revocation,
+    )
+    for name in dropped:
+        weights.pop(name)
+    if not weights:
+        raise UsageError("no outcome left to send")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return c, weights, note
 
 
 def _run(args) -> int:
     from loadgen import report, runner
 
     settings = _settings(args)
-    c, weights = _prepare(args)
+    c, weights, note = _prepare(args)
     progress = None if args.quiet else runner.stderr_progress
     source = runner.start_source(c, weights, args.batch, args.workers)
     try:
@@ -139,7 +152,10 @@ def _run(args) -> int:
     finally:
         source.close()
     doc = report.to_json(result)
+    doc["notes"] = [note] if note else []
     print(report.summary_text(result))
+    if note:
+        print(f"note         {note}")
     if args.json:
         report.write_json(args.json, doc)
     if args.report:
@@ -160,7 +176,7 @@ def _find_peak(args) -> int:
     from loadgen import peak, runner
 
     base = _settings(args, rate=args.start, duration=args.step_duration, warmup=args.warmup)
-    c, weights = _prepare(args)
+    c, weights, note = _prepare(args)
     progress = None if args.quiet else runner.stderr_progress
     source = runner.start_source(c, weights, args.batch, args.workers)
 
@@ -187,9 +203,11 @@ def _find_peak(args) -> int:
     finally:
         source.close()
     print(result.summary())
+    if note:
+        print(f"note: {note}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result.to_json(), f, indent=1)
+            json.dump({**result.to_json(), "notes": [note] if note else []}, f, indent=1)
     failed = any(s.mismatches or s.errors for s in result.steps)
     return EXIT_FAIL if failed else EXIT_OK
 
@@ -248,6 +266,21 @@ def _common(p) -> None:
         default=10.0,
         help="seconds to wait for the last answers, and the longest silence tolerated (10)",
     )
+    p.add_argument(
+        "--on-missing-revocation",
+        choices=("fail", "exclude"),
+        default="fail",
+        help="when the server does not revoke the corpus's revoked ids: refuse to run "
+        "(fail, the default) or leave the revoked outcomes out (exclude)",
+    )
+    p.add_argument(
+        "--revocation-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="keep checking that long for the server to load the corpus's revocation "
+        "data (a server watching its files reloads by itself) (0)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -265,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="issue cardholders for a mix of expected outcomes, and their revocation input",
         description="Issue credentials for N synthetic cardholders, split by a mix of expected "
         "outcomes (each shaped to draw its verdict), into DIR: a wallet file per outcome, "
-        "corpus.json, and revocation.txt naming the revoked ones (load it into the server "
+        "corpus.json, and revoked.txt naming the revoked ones (load it into the server "
         "under test). Presentations are signed fresh during the run.",
     )
     p.add_argument("--pki", required=True, help="PKI directory (holds the issuer keys)")

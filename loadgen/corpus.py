@@ -7,7 +7,7 @@ outcomes, shapes each group's credentials so that they draw their verdict
 
     corpus.json          manifest: outcomes, expected verdicts, weights, files (written last)
     <outcome>.essc       wallet file (docs/FORMATS.md, section 5) of that outcome's holders
-    revocation.txt       revocation input naming every revoked card and credential
+    revoked.txt          revocation input naming every revoked card and credential
 
 Presentations are not stored: they are valid for a minute only, so the run signs
 fresh ones from these wallets while it sends (loadgen.sources).
@@ -35,7 +35,7 @@ from engine.verdicts import Verdict
 from engine.wallets import Wallet
 
 MANIFEST = "corpus.json"
-REVOCATION_INPUT = "revocation.txt"
+REVOCATION_INPUT = "revoked.txt"
 FORMAT = "essc-loadgen-corpus"
 VERSION = 1
 

@@ -25,7 +25,42 @@ class PreflightError(Exception):
     """The server cannot be load-tested with this corpus as asked; the message says why."""
 
 
-async def _preflight(host: str, port: int, corpus: Corpus, weights: dict, timeout: float) -> dict:
+async def _revocation_problem(client: Client, corpus: Corpus, revoked: list, timeout: float):
+    """(why the server cannot draw the revoked outcomes' verdicts, or None if it can;
+    whether a reload could change that)."""
+    cards, serials = corpus.revoked()
+    cards = cards[:SAMPLE] if "card-revoked" in revoked else []
+    serials = serials[:SAMPLE] if "credential-revoked" in revoked else []
+    try:
+        answer = await asyncio.wait_for(client.revocation_check(cards, serials), timeout)
+    except ServerError as e:
+        if e.code == proto.NO_REVOCATION_DATA:
+            why = (
+                f"the server has no revocation data, so the corpus's {' and '.join(revoked)} "
+                "presentations would be answered OK"
+            )
+            return why, False  # no store configured: no reload brings one
+        raise
+    missing = answer["cards"].count(False) + answer["credentials"].count(False)
+    if missing:
+        why = (
+            f"the server's revocation data (sequence {answer['revocation_sequence']}) does "
+            f"not revoke {missing} of the {len(cards) + len(serials)} corpus ids checked"
+        )
+        return why, True
+    return None, False
+
+
+async def _preflight(
+    host: str,
+    port: int,
+    corpus: Corpus,
+    weights: dict,
+    *,
+    timeout: float,
+    wait: float,
+    on_missing: str,
+) -> tuple[list[str], str | None]:
     try:
         client = await Client.connect(host, port, timeout=timeout)
     except (OSError, asyncio.TimeoutError) as e:
@@ -34,40 +69,44 @@ async def _preflight(host: str, port: int, corpus: Corpus, weights: dict, timeou
         ) from None
     async with client:
         await asyncio.wait_for(client.ping(), timeout)
-        status = await asyncio.wait_for(client.status(), timeout)
         revoked = [n for n in REVOKED_OUTCOMES if weights.get(n, 0) > 0]
         if not revoked:
-            return status
-        cards, serials = corpus.revoked()
-        cards = cards[:SAMPLE] if "card-revoked" in revoked else []
-        serials = serials[:SAMPLE] if "credential-revoked" in revoked else []
-        fix = (
-            f"load the corpus's revocation input into the server "
-            f"(python -m engine revocation build --out FILE {corpus.revocation_path}, then "
-            f"serve with --revocation FILE), or leave those outcomes out of the run with "
+            return [], None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            problem, may_change = await _revocation_problem(client, corpus, revoked, timeout)
+            if problem is None:
+                return [], None
+            if not may_change or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.5)  # a server watching its files reloads on its own
+        if on_missing == "exclude":
+            return revoked, f"{problem}: {', '.join(revoked)} left out of this run"
+        raise PreflightError(
+            f"{problem}: load the corpus's revocation input into the server (python -m engine "
+            f"revocation build --out FILE {corpus.revocation_path}, then serve with "
+            f"--revocation FILE), or leave those outcomes out of the run with "
             f"--exclude {','.join(revoked)}"
         )
-        try:
-            answer = await asyncio.wait_for(client.revocation_check(cards, serials), timeout)
-        except ServerError as e:
-            if e.code == proto.NO_REVOCATION_DATA:
-                raise PreflightError(
-                    f"the server has no revocation data, so the corpus's {' and '.join(revoked)} "
-                    f"presentations would be answered OK: {fix}"
-                ) from None
-            raise
-        missing = answer["cards"].count(False) + answer["credentials"].count(False)
-        if missing:
-            raise PreflightError(
-                f"the server's revocation data (sequence {answer['revocation_sequence']}) does "
-                f"not revoke {missing} of the {len(cards) + len(serials)} corpus ids checked: {fix}"
-            )
-        return status
 
 
-def preflight(host: str, port: int, corpus: Corpus, weights: dict, timeout: float = 10.0) -> dict:
-    """Pings the server, checks its revocation data when the mix needs it; its status."""
-    return asyncio.run(_preflight(host, port, corpus, weights, timeout))
+def preflight(
+    host: str,
+    port: int,
+    corpus: Corpus,
+    weights: dict,
+    *,
+    timeout: float = 10.0,
+    wait: float = 0.0,
+    on_missing: str = "fail",
+) -> tuple[list[str], str | None]:
+    """Pings the server and, when the mix has revoked outcomes, checks (for up to
+    ``wait`` seconds) that its revocation data revokes the corpus's ids.  Returns the
+    outcomes to leave out (``on_missing="exclude"``) and why; PreflightError otherwise."""
+    return asyncio.run(
+        _preflight(host, port, corpus, weights, timeout=timeout, wait=wait, on_missing=on_missing)
+    )
 
 
 def start_source(corpus: Corpus, weights: dict, batch: int, workers: int) -> Source:

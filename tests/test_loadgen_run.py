@@ -160,19 +160,19 @@ def test_revoked_outcomes_need_the_revocation_data(tmp_path, start_server, corpu
     err = capsys.readouterr().err
     assert "no revocation data" in err and str(corpus.revocation_path) in err
     assert "--exclude card-revoked,credential-revoked" in err
-    rc, doc = run(
-        tmp_path,
-        srv.port,
-        corpus.directory,
-        "--rate",
-        "500",
-        "--requests",
-        "50",
-        "--exclude",
-        "card-revoked,credential-revoked",
-    )
-    assert rc == 0 and doc["counts"]["requests"] == 50
-    assert "card-revoked" not in doc["settings"]["outcomes"]
+    for leave_out in (
+        ["--exclude", "card-revoked,credential-revoked"],
+        ["--on-missing-revocation", "exclude", "--revocation-wait", "60"],
+    ):
+        rc, doc = run(
+            tmp_path, srv.port, corpus.directory, "--rate", "500", "--requests", "50", *leave_out
+        )
+        assert rc == 0 and doc["counts"]["requests"] == 50
+        assert "card-revoked" not in doc["settings"]["outcomes"]
+        assert "valid" in doc["settings"]["outcomes"]
+    # No revocation store: no reload can bring one, so the 60 s are not waited.
+    (note,) = doc["notes"]
+    assert "no revocation data" in note and "left out of this run" in note
 
 
 def test_an_unreachable_server_is_reported(tmp_path, corpus, capsys):
