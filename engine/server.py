@@ -208,7 +208,8 @@ class Server:
             )
         self._tasks.append(self.loop.create_task(self._sweep()))
         if self.cfg.reload.watch_interval_s > 0:
-            self._tasks.append(self.loop.create_task(self._watch()))
+            # The first stamp is taken now, so a change right after start is not missed.
+            self._tasks.append(self.loop.create_task(self._watch(self._file_stamps())))
         self._update_gauges()
         _log(
             logging.INFO,
@@ -581,29 +582,27 @@ class Server:
             )
         return True
 
-    async def _watch(self) -> None:
+    def _file_stamps(self) -> list:
+        paths = [
+            self.cfg.trust.trust_list,
+            self.cfg.revocation.snapshot,
+            *self.cfg.revocation.deltas,
+        ]
+        out = []
+        for p in paths:
+            if p:
+                try:
+                    st = os.stat(p)
+                    out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+                except OSError:
+                    out.append(None)
+        return out
+
+    async def _watch(self, last: list) -> None:
         """Polls the data files and reloads when one changes (replaced or rewritten)."""
-
-        def stamp():
-            paths = [
-                self.cfg.trust.trust_list,
-                self.cfg.revocation.snapshot,
-                *self.cfg.revocation.deltas,
-            ]
-            out = []
-            for p in paths:
-                if p:
-                    try:
-                        st = os.stat(p)
-                        out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-                    except OSError:
-                        out.append(None)
-            return out
-
-        last = stamp()
         while True:
             await asyncio.sleep(self.cfg.reload.watch_interval_s)
-            now = stamp()
+            now = self._file_stamps()
             if now != last:
                 last = now
                 await self.reload("file changed")
