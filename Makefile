@@ -8,7 +8,7 @@ DEMO   ?= demo
 
 CORE_SOURCES := $(wildcard engine/_core.pyx engine/_core_*.pxi engine/native/*.c engine/native/*.h) setup.py
 
-.PHONY: run test lint build clean load
+.PHONY: run test lint build clean
 
 # The environment: a venv with the build tools, then the project in editable mode
 # with its test and benchmark extras.
@@ -51,6 +51,7 @@ LOAD_DURATION ?= 10
 LOAD_CARDS    ?= 10000
 LOAD_ARGS     ?=
 
+.PHONY: load
 load: build $(DEMO)/corpus/corpus.json
 	@$(VPY) -c "import pathlib, engine.demo as d; f = getattr(d, 'build_demo_revocation', None); \
 		f and f(pathlib.Path('$(DEMO)'))"
