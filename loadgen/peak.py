@@ -1,7 +1,8 @@
 """``find-peak``: the highest open-loop rate the server sustains within a latency bound.
 
-Steps the rate up geometrically, one short open-loop run per step (each with its own
-warm-up), until a step is not sustainable: corrected p99 above the bound, any BUSY,
+Steps the rate up geometrically (down, if even the first rate does not hold), one
+short open-loop run per step (each with its own warm-up), until a step is not
+sustainable: corrected p99 above the bound, any BUSY,
 mismatch or protocol error, or the server falling behind the schedule.  Then it
 bisects between the last good and the first bad rate a few times.  A step the
 *generator* could not hold ends the search too, but then the answer is only a lower
@@ -15,6 +16,8 @@ from collections.abc import Callable
 
 from loadgen import stats
 from loadgen.driver import RunResult, Settings
+
+MAX_STEPS_DOWN = 8
 
 
 @dataclasses.dataclass
@@ -86,7 +89,7 @@ class PeakResult:
             )
         if self.peak is None:
             lines.append(
-                "peak: none - even the first step was not sustainable"
+                "peak: none - no step was sustainable, down to the lowest rate tried"
                 + (" (the generator could not hold it)" if self.lower_bound_only else "")
             )
         elif self.lower_bound_only:
@@ -144,17 +147,26 @@ def find_peak(
     good: float | None = None
     bad: float | None = None
     rate = start
+    downs = 0
     while True:
         step = attempt(rate)
         if step.generator_limited:
             return PeakResult(steps, good, True, False, p99_bound_ms)
-        if not step.ok:
+        if step.ok:
+            good = rate
+            if bad is not None:  # came down from a rate that did not hold
+                break
+            if rate >= max_rate:
+                return PeakResult(steps, good, False, True, p99_bound_ms)
+            rate = min(rate * factor, max_rate)
+        else:
             bad = rate
-            break
-        good = rate
-        if rate >= max_rate:
-            return PeakResult(steps, good, False, True, p99_bound_ms)
-        rate = min(rate * factor, max_rate)
+            if good is not None:
+                break
+            downs += 1  # even the first rate was too much: step down instead
+            if downs > MAX_STEPS_DOWN or rate / factor < 1:
+                return PeakResult(steps, None, False, False, p99_bound_ms)
+            rate = rate / factor
     for _ in range(refine if good is not None else 0):
         mid = round((good + bad) / 2)
         if mid in (good, bad):

@@ -305,3 +305,28 @@ def test_a_signing_worker_that_cannot_start_is_reported(tmp_path, fake, valid_co
     err = capsys.readouterr().err
     assert "signing worker 0 did not start" in err and "valid.essc" in err
     assert srv.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("start", "rates", "peak"),
+    [
+        (100, [100, 200, 400, 800, 600, 700], 700),  # up, then bisect
+        (2000, [2000, 1000, 500, 750, 625], 625),  # the first rate too much: down, then bisect
+    ],
+)
+def test_find_peak_search(monkeypatch, start, rates, peak):
+    """The search itself, with steps judged by rate alone: sustainable up to 700/s."""
+    from loadgen import peak as peak_mod
+    from loadgen.driver import Settings
+
+    def judge(rate_run, rate, bound):
+        ok = rate <= 700
+        return peak_mod.Step(rate, rate, 1.0, 2.0, 3.0, 0, 0, 0, "ok" if ok else "too slow", False)
+
+    monkeypatch.setattr(peak_mod, "judge", judge)
+    base = Settings("127.0.0.1", 1, rate=1, duration=1)
+    result = peak_mod.find_peak(
+        lambda s: s.rate, base, start=start, factor=2, max_rate=1e6, p99_bound_ms=5, refine=2
+    )
+    assert [s.rate for s in result.steps] == rates
+    assert result.peak == peak and not result.lower_bound_only and not result.reached_max
