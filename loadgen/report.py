@@ -101,7 +101,8 @@ def summary_text(r: RunResult) -> str:
     sched = r.schedule
     message = sched.message()
     if message:
-        lines.append(f"RATE NOT HELD: {message}")
+        head = "RATE NOT HELD" if s_open(r) else "GENERATOR-LIMITED"
+        lines.append(f"{head}: {message}")
     elif s_open(r):
         lines.append(
             f"schedule     held: {sched.sent:,} of {sched.scheduled:,} requests sent, send lag "
@@ -452,7 +453,8 @@ def html_report(r: RunResult, doc: dict | None = None) -> str:
     message = r.schedule.message()
     notes = ""
     if message:
-        notes += f'<p class="note"><b>Rate not held.</b> {html.escape(message)}</p>'
+        head = "Rate not held." if r.settings.open_loop else "Generator-limited."
+        notes += f'<p class="note"><b>{head}</b> {html.escape(message)}</p>'
     if r.aborted:
         notes += f'<p class="note"><b>Aborted:</b> {html.escape(r.aborted)}</p>'
     examples = "".join(

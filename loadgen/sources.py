@@ -288,7 +288,6 @@ class Source:
     ):
         self.corpus = corpus
         self.names = list(weights)
-        self.expect = [corpus.outcome(n).expect for n in self.names]
         self.batch = batch
         self.requests_per_chunk = max(1, chunk_presentations // batch)
         # Plain child processes (not multiprocessing): nothing of the caller's main
