@@ -85,29 +85,13 @@ class Scenarios:
                     not_after=now_s + 365 * DAY,
                     holder_key=bytes(nacl.signing.SigningKey(seed).verify_key),
                 )
-                signer = home_key
-                if verdict is Verdict.UNKNOWN_ISSUER:
-                    cred = dataclasses.replace(cred, issuer_key_id="iss-rogue-01")
-                    signer = rogue
-                elif verdict is Verdict.ISSUER_INVALID:
-                    cred = dataclasses.replace(cred, region="110100")  # Beijing, not Guangdong
-                elif verdict is Verdict.UNKNOWN_CHANNEL:
-                    cred = dataclasses.replace(cred, channel="unlisted-app")
-                elif verdict is Verdict.CHANNEL_REVOKED:
-                    cred = dataclasses.replace(cred, channel="legacy-wallet")
-                elif verdict is Verdict.NOT_YET_VALID:
-                    cred = dataclasses.replace(cred, not_before=now_s + 30 * DAY)
-                elif verdict is Verdict.EXPIRED:
-                    cred = dataclasses.replace(
-                        cred, not_before=now_s - 400 * DAY, not_after=now_s - DAY
-                    )
-                elif verdict is Verdict.CARD_REVOKED:
+                if verdict is Verdict.CARD_REVOKED:
                     self.revoked_cards.add(cred.card_number.encode())
                 elif verdict is Verdict.CREDENTIAL_REVOKED:
                     self.revoked_serials.add(cred.serial)
-                cred = cred.signed(signer)
-                if verdict is Verdict.BAD_ISSUER_SIGNATURE:
-                    cred = dataclasses.replace(cred, signature=_flip(cred.signature, 10))
+                cred = shape_credential(verdict, cred, now_s)
+                signer = rogue if cred.issuer_key_id == ROGUE_ISSUER else home_key
+                cred = spoil_credential(verdict, cred.signed(signer))
                 creds.append(cred.encode())
                 seeds.append(seed)
             self._credentials[verdict] = creds
@@ -135,17 +119,64 @@ class Scenarios:
         stamps = []
         for j, verdict in enumerate(outcomes):
             indices.append(self._first[verdict] + j % self.holders_per_outcome)
-            stale = verdict is Verdict.STALE
-            stamps.append(now_ms - 2 * self.freshness_ms if stale else now_ms)
+            stamps.append(presentation_time_ms(verdict, now_ms, self.freshness_ms))
         out = present_batch(
             self._all_credentials, self._keys, indices, stamps, [int(purpose)] * len(indices)
         )
-        for j, verdict in enumerate(outcomes):
-            if verdict is Verdict.MALFORMED:
-                out[j] = out[j][: len(out[j]) // 2]
-            elif verdict is Verdict.BAD_HOLDER_SIGNATURE:
-                out[j] = out[j][:-1] + bytes([out[j][-1] ^ 0x01])
-        return out
+        return [spoil_presentation(v, p) for v, p in zip(outcomes, out)]
+
+
+# How a credential or presentation is made to draw each verdict: shared with the load
+# generator (loadgen.corpus), which applies them to a whole issued population.
+
+ROGUE_ISSUER = "iss-rogue-01"  # signs with a key that is not in any trust list
+UNLISTED_CHANNEL = "unlisted-app"
+REVOKED_CHANNEL = "legacy-wallet"  # revoked in the demo trust list (engine.pki)
+
+
+def shape_credential(verdict: Verdict, cred: Credential, now_s: int) -> Credential:
+    """``cred`` with the fields changed that make its presentations draw ``verdict``.
+
+    The result must be (re)signed: by a key outside the trust list when its issuer is
+    ``ROGUE_ISSUER``, otherwise by its issuer; then ``spoil_credential``.  Revocation
+    outcomes need no change here: the caller revokes the card or the serial.
+    """
+    if verdict is Verdict.UNKNOWN_ISSUER:
+        return dataclasses.replace(cred, issuer_key_id=ROGUE_ISSUER)
+    if verdict is Verdict.ISSUER_INVALID:  # a region outside the issuer's province
+        return dataclasses.replace(cred, region="440300" if cred.region[:2] == "11" else "110100")
+    if verdict is Verdict.UNKNOWN_CHANNEL:
+        return dataclasses.replace(cred, channel=UNLISTED_CHANNEL)
+    if verdict is Verdict.CHANNEL_REVOKED:
+        return dataclasses.replace(cred, channel=REVOKED_CHANNEL)
+    if verdict is Verdict.NOT_YET_VALID:
+        start = now_s + 30 * DAY
+        return dataclasses.replace(cred, not_before=start, not_after=max(cred.not_after, start))
+    if verdict is Verdict.EXPIRED:
+        return dataclasses.replace(cred, not_before=now_s - 400 * DAY, not_after=now_s - DAY)
+    return cred
+
+
+def spoil_credential(verdict: Verdict, cred: Credential) -> Credential:
+    """A signed credential, with its issuer signature broken for BAD_ISSUER_SIGNATURE."""
+    if verdict is Verdict.BAD_ISSUER_SIGNATURE:
+        return dataclasses.replace(cred, signature=_flip(cred.signature, 10))
+    return cred
+
+
+def presentation_time_ms(verdict: Verdict, now_ms: int, freshness_ms: int) -> int:
+    """The timestamp a presentation made at ``now_ms`` carries (STALE: far outside the window)."""
+    return now_ms - 2 * freshness_ms if verdict is Verdict.STALE else now_ms
+
+
+def spoil_presentation(verdict: Verdict, data: bytes) -> bytes:
+    """A signed presentation, truncated for MALFORMED or its signature broken for
+    BAD_HOLDER_SIGNATURE."""
+    if verdict is Verdict.MALFORMED:
+        return data[: len(data) // 2]
+    if verdict is Verdict.BAD_HOLDER_SIGNATURE:
+        return data[:-1] + bytes([data[-1] ^ 0x01])
+    return data
 
 
 def _flip(data: bytes, index: int) -> bytes:

@@ -1,0 +1,1 @@
+"""The load generator ops run against the verification server (docs/OPERATIONS.md)."""
