@@ -414,12 +414,13 @@ class Server:
             k += n
             if not conn.closed:
                 frames.setdefault(conn, []).append(frame)
-        for conn, out in frames.items():
-            conn.send(out[0] if len(out) == 1 else b"".join(out))
-        self.in_flight -= count
+        # Metrics first: whoever reads them after seeing a response sees it counted.
         self.metrics.count_verdicts(codes)
         self.metrics.latency.observe(latencies)
         self.metrics.batch_size.observe(np.array([count], dtype=np.float64))
+        self.in_flight -= count
+        for conn, out in frames.items():
+            conn.send(out[0] if len(out) == 1 else b"".join(out))
         if self.in_flight == 0:
             self._idle.set()
         self._schedule()
