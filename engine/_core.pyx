@@ -8,6 +8,7 @@ this one, so the boundary stays small and readable:
 
 - ``_core_sodium.pxi``: libsodium, loaded from PyNaCl's bundled copy at import.
 - ``_core_sigbatch.pxi``: batch Ed25519 verification and signing.
+- ``_core_ed25519.pxi``: test-only entry points into the Ed25519 arithmetic.
 """
 
 cimport numpy as cnp
@@ -16,3 +17,4 @@ cnp.import_array()
 
 include "_core_sodium.pxi"
 include "_core_sigbatch.pxi"
+include "_core_ed25519.pxi"

@@ -1,0 +1,42 @@
+/* Multi-scalar multiplication: sum_i s_i P_i (+ b B), variable time.
+ *
+ * Two algorithms, picked by the number of points (ed25519_msm_auto):
+ * - Straus ("interleaved wNAF"): one shared chain of doublings; each point gets a
+ *   table of its odd multiples P, 3P, ..., 15P (width-5 NAF, about one addition per
+ *   6 bits of scalar), the base point uses a static width-8 table.  Cost grows with
+ *   the number of points times the scalar length.
+ * - Pippenger (bucket method): signed radix-2^c digits; per window every point is
+ *   added into one of 2^(c-1) buckets, which are then summed with 2^c additions.
+ *   Cost per point falls as the batch grows, so it wins for large batches.
+ * Scalars must be below 2^253 (anything reduced mod L); shorter scalars (the 128-bit
+ * coefficients of the batch equation) cost proportionally less in both.
+ */
+#ifndef ESC_ED25519_MSM_H
+#define ESC_ED25519_MSM_H
+
+#include <stddef.h>
+
+#include "ed25519_point.h"
+#include "ed25519_scalar.h"
+
+/* Below this many points (base point included) Straus is faster on the machines
+ * measured (see docs/BENCHMARKS.md); from here on, Pippenger. */
+#define ESC_MSM_PIPPENGER_MIN 190
+
+enum { ESC_MSM_AUTO = 0, ESC_MSM_STRAUS = 1, ESC_MSM_PIPPENGER = 2 };
+
+/* out = sum_{i < m} s[i] pts[i] + b B (b may be NULL).  Returns 0, or -1 when out of
+ * memory (out is then untouched); with m <= 2 it allocates nothing and cannot fail. */
+int ed25519_msm_straus(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b);
+
+/* Same, Pippenger with window c (0: chosen by size).  b B is added as one more point. */
+int ed25519_msm_pippenger(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b,
+                          int c);
+
+/* Either, by size (algo ESC_MSM_AUTO) or as asked. */
+int ed25519_msm(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b, int algo);
+
+/* The window Pippenger uses for m points when not told. */
+int ed25519_pippenger_window(size_t m);
+
+#endif
