@@ -53,7 +53,7 @@ cdef extern from "native/ed25519_scalar.h" nogil:
     void sc_signed_radix(int16_t *dig, const sc *s, int c, int nwin)
 
 cdef extern from "native/ed25519_msm.h" nogil:
-    int ESC_MSM_AUTO, ESC_MSM_STRAUS, ESC_MSM_PIPPENGER, ESC_MSM_PIPPENGER_MIN
+    int ESC_MSM_AUTO, ESC_MSM_STRAUS, ESC_MSM_PIPPENGER
     int ed25519_msm_pippenger(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m,
                               const sc *b, int c)
     int ed25519_msm(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b,
@@ -77,7 +77,6 @@ ge_init()
 
 _ED25519_TEST_MSM = {"auto": ESC_MSM_AUTO, "straus": ESC_MSM_STRAUS,
                      "pippenger": ESC_MSM_PIPPENGER}
-_ed25519_test_PIPPENGER_MIN = ESC_MSM_PIPPENGER_MIN
 _ed25519_test_BATCH_MAX_DEFAULT = ESC_BATCH_MAX_DEFAULT
 
 

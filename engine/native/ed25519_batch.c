@@ -8,9 +8,6 @@
 #include "ed25519_scalar.h"
 #include "sodium_api.h"
 
-/* A failing sub-batch of at most this many items is resolved item by item. */
-#define FALLBACK_SINGLE_MAX 2
-
 int esc_ed25519_prechecks(const esc_sig_item *it)
 {
     if (it->sig_len != 64 || it->pk_len != 32)
@@ -102,6 +99,7 @@ typedef struct {
     uint32_t *touched;
     uint32_t stamp;
     int msm;
+    size_t budget; /* items that bisection MSMs may still cover */
     esc_batch_stats *stats;
 } bctx;
 
@@ -112,12 +110,16 @@ static int item_check(bctx *c, const bitem *it)
     return cofactored_equation(&c->keys[it->key].negA, &it->negR, &it->k, &it->s);
 }
 
-/* The batch equation over the items ids[0..cnt): 1 holds, 0 fails, -1 no memory. */
-static int batch_equation(bctx *c, const uint32_t *ids, size_t cnt)
+/* q = sum over ids[0..cnt) of z_i (S_i B - R_i - k_i A_i), before the factor 8 (the
+ * batch equation holds iff [8]q is the identity).  Returns 0, or -1 without memory.
+ *
+ * q is additive over disjoint groups of items up to a torsion component (the
+ * per-key and base-point scalars are reduced mod L, which changes only the
+ * multiples of torsion points), so [8]q of a group is the sum of its parts'. */
+static int group_sum(bctx *c, const uint32_t *ids, size_t cnt, ge_p3 *q)
 {
     sc_wide bacc;
     sc b;
-    ge_p3 p;
     size_t nt = 0, nk = 0;
     memset(&bacc, 0, sizeof bacc);
     c->stamp++;
@@ -145,37 +147,61 @@ static int batch_equation(bctx *c, const uint32_t *ids, size_t cnt)
     sc_reduce_wide(&b, &bacc);
     if (c->stats)
         c->stats->equations++;
-    if (ed25519_msm(&p, c->pts, c->scs, nt, &b, c->msm) != 0)
-        return -1;
-    return ge_p3_is_small_order(&p);
+    return ed25519_msm(q, c->pts, c->scs, nt, &b, c->msm);
 }
 
-/* Verdicts for ids[0..cnt); returns 1 iff all of them are valid.  known_bad: the
- * caller already knows this group's equation fails (it failed for the parent and
- * held for the sibling, and the coefficients are shared). */
-static int resolve(bctx *c, const uint32_t *ids, size_t cnt, int known_bad)
+static void set_all(bctx *c, const uint32_t *ids, size_t cnt, uint8_t v)
 {
-    if (cnt > FALLBACK_SINGLE_MAX) {
-        size_t h = cnt / 2;
-        int left;
-        /* (Out of memory counts as failing: the halves get smaller until they fit.) */
-        if (!known_bad && batch_equation(c, ids, cnt) == 1) {
-            for (size_t j = 0; j < cnt; j++)
-                c->ok[c->bi[ids[j]].item] = 1;
-            return 1;
-        }
-        left = resolve(c, ids, h, 0);
-        resolve(c, ids + h, cnt - h, left);
-        return 0;
-    }
-    int all = 1;
+    for (size_t j = 0; j < cnt; j++)
+        c->ok[c->bi[ids[j]].item] = v;
+}
+
+static void check_each(bctx *c, const uint32_t *ids, size_t cnt)
+{
     for (size_t j = 0; j < cnt; j++) {
         const bitem *it = &c->bi[ids[j]];
-        int v = item_check(c, it);
-        c->ok[it->item] = (uint8_t)v;
-        all &= v;
+        c->ok[it->item] = (uint8_t)item_check(c, it);
     }
-    return all;
+}
+
+/* Verdicts for the group ids[0..cnt), whose sum q fails ([8]q is not the identity).
+ *
+ * Bisection with one MSM per step: the left half's sum is computed, the right
+ * half's is q minus it.  A group of one whose [8]q is not the identity is invalid
+ * exactly (z_i is invertible mod L), so no item needs a check of its own.  A bad
+ * item costs MSMs over about as many items as the batch holds, so many bad items
+ * would cost that many times over: once the bisection MSMs have covered as many
+ * items as the batch (the budget), remaining groups are checked item by item,
+ * which bounds a batch full of bad signatures at about two batches plus one single
+ * check per item. */
+static void resolve(bctx *c, const uint32_t *ids, size_t cnt, const ge_p3 *q)
+{
+    size_t h = cnt / 2;
+    ge_p3 half[2];
+    if (cnt == 1) {
+        c->ok[c->bi[ids[0]].item] = 0;
+        return;
+    }
+    if (h > c->budget || group_sum(c, ids, h, &half[0]) != 0) {
+        check_each(c, ids, cnt);
+        return;
+    }
+    c->budget -= h;
+    {
+        ge_cached lc;
+        ge_p1p1 t;
+        ge_p3_to_cached(&lc, &half[0]);
+        ge_sub(&t, q, &lc);
+        ge_p1p1_to_p3(&half[1], &t);
+    }
+    for (int side = 0; side < 2; side++) {
+        const uint32_t *sids = side ? ids + h : ids;
+        size_t scnt = side ? cnt - h : h;
+        if (ge_p3_is_small_order(&half[side]))
+            set_all(c, sids, scnt, 1);
+        else
+            resolve(c, sids, scnt, &half[side]);
+    }
 }
 
 static uint32_t key_slot(const uint8_t *enc, unsigned bits)
@@ -190,8 +216,11 @@ static void verify_chunk(const esc_sig_item *items, size_t n, uint8_t *ok, int m
                          esc_batch_stats *stats)
 {
     unsigned bits = 1;
-    size_t cap, nb = 0, nkeys = 0;
+    size_t cap, nb = 0, nkeys = 0, ndec = 0, kept = 0;
     uint32_t *slots, *ids;
+    ge_p3 **dec_out;
+    const uint8_t **dec_enc;
+    int *dec_ok;
     bctx c;
     memset(&c, 0, sizeof c);
     while (((size_t)1 << bits) < 2 * n)
@@ -208,51 +237,73 @@ static void verify_chunk(const esc_sig_item *items, size_t n, uint8_t *ok, int m
     c.touched = malloc(n * sizeof *c.touched);
     ids = malloc(n * sizeof *ids);
     slots = calloc(cap, sizeof *slots);
-    if (!c.bi || !c.keys || !c.pts || !c.scs || !c.touched || !ids || !slots) {
+    dec_out = calloc(2 * n, sizeof *dec_out);
+    dec_enc = calloc(2 * n, sizeof *dec_enc);
+    dec_ok = malloc(2 * n * sizeof *dec_ok);
+    if (!c.bi || !c.keys || !c.pts || !c.scs || !c.touched || !ids || !slots || !dec_out ||
+        !dec_enc || !dec_ok) {
         for (size_t i = 0; i < n; i++)
             ok[i] = (uint8_t)esc_ed25519_verify_cofactored(&items[i]);
         goto done;
     }
 
+    /* Rules 1-4 on the encodings, and one record per distinct key (open addressing on
+     * the encoding), so that a key repeated across the batch is decoded once and
+     * appears once in the equation. */
     for (size_t i = 0; i < n; i++) {
         const esc_sig_item *it = &items[i];
-        bitem *b = &c.bi[nb];
-        uint32_t s, kid;
+        uint32_t s;
         ok[i] = 0;
         if (!esc_ed25519_prechecks(it))
             continue;
-        /* Each distinct key is decoded once (open addressing on its encoding). */
         for (s = key_slot(it->pk, bits);; s = (s + 1) & (uint32_t)(cap - 1)) {
             if (slots[s] == 0) {
-                bkey *k = &c.keys[nkeys];
-                k->enc = it->pk;
-                k->stamp = 0;
-                k->valid = ge_decompress(&k->negA, it->pk) == 0;
-                if (k->valid)
-                    ge_p3_neg(&k->negA, &k->negA);
+                c.keys[nkeys].enc = it->pk;
+                c.keys[nkeys].stamp = 0;
                 slots[s] = (uint32_t)++nkeys;
                 break;
             }
             if (memcmp(c.keys[slots[s] - 1].enc, it->pk, 32) == 0)
                 break;
         }
-        kid = slots[s] - 1;
-        if (!c.keys[kid].valid)
+        c.bi[nb].key = slots[s] - 1;
+        c.bi[nb].item = (uint32_t)i;
+        nb++;
+    }
+    /* Decode every distinct key and every R, two at a time. */
+    for (size_t k = 0; k < nkeys; k++) {
+        dec_out[ndec] = &c.keys[k].negA;
+        dec_enc[ndec++] = c.keys[k].enc;
+    }
+    for (size_t j = 0; j < nb; j++) {
+        dec_out[ndec] = &c.bi[j].negR;
+        dec_enc[ndec++] = items[c.bi[j].item].sig;
+    }
+    ge_decompress_many(dec_out, dec_enc, dec_ok, ndec);
+    for (size_t k = 0; k < nkeys; k++) {
+        c.keys[k].valid = dec_ok[k];
+        if (dec_ok[k])
+            ge_p3_neg(&c.keys[k].negA, &c.keys[k].negA);
+    }
+    /* Items whose A or R does not decode are invalid; the rest get k, S and -R. */
+    for (size_t j = 0; j < nb; j++) {
+        bitem *b = &c.bi[kept];
+        const esc_sig_item *it = &items[c.bi[j].item];
+        if (!c.keys[c.bi[j].key].valid || !dec_ok[nkeys + j])
             continue;
-        if (ge_decompress(&b->negR, it->sig) != 0)
-            continue;
+        if (kept != j)
+            *b = c.bi[j];
         ge_p3_neg(&b->negR, &b->negR);
         challenge(&b->k, it);
         sc_frombytes(&b->s, it->sig + 32);
-        b->key = kid;
-        b->item = (uint32_t)i;
-        ids[nb] = (uint32_t)nb;
-        nb++;
+        ids[kept] = (uint32_t)kept;
+        kept++;
     }
+    nb = kept;
     if (nb) {
         /* The coefficients: 128 random bits each, from one call for the batch.  A zero
          * would drop its item from the equation, so it becomes 1 (z < L keeps every
-         * other z invertible, which a batch of one relies on). */
+         * z invertible, which a batch of one relies on). */
         uint64_t *z = malloc(2 * nb * sizeof *z);
         if (!z) {
             for (size_t j = 0; j < nb; j++)
@@ -267,7 +318,16 @@ static void verify_chunk(const esc_sig_item *items, size_t n, uint8_t *ok, int m
                 c.bi[j].z[0] = 1;
         }
         free(z);
-        resolve(&c, ids, nb, 0);
+        c.budget = 2 * nb;
+        {
+            ge_p3 q;
+            if (group_sum(&c, ids, nb, &q) != 0)
+                check_each(&c, ids, nb); /* no memory for the MSM */
+            else if (ge_p3_is_small_order(&q))
+                set_all(&c, ids, nb, 1);
+            else
+                resolve(&c, ids, nb, &q);
+        }
     }
 done:
     free(c.bi);
@@ -277,6 +337,9 @@ done:
     free(c.touched);
     free(ids);
     free(slots);
+    free(dec_out);
+    free(dec_enc);
+    free(dec_ok);
 }
 
 void esc_ed25519_verify_batch(const esc_sig_item *items, size_t n, uint8_t *ok,

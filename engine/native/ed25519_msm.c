@@ -153,21 +153,67 @@ done:
     return rc;
 }
 
-int ed25519_pippenger_window(size_t m)
+/* Cost models, in point additions, for nshort scalars below 2^128 (the batch
+ * equation's z_i) and nlong below 2^253; the weights per addition were fitted to
+ * timings on x86-64 (Straus additions cost more: their table entries are built with
+ * an extra conversion each).  See docs/BENCHMARKS.md for the measurements. */
+#define STRAUS_WEIGHT 100  /* ns per modelled addition, x 1 */
+#define PIPPENGER_WEIGHT 88
+
+static double straus_cost(size_t nshort, size_t nlong, int with_base)
 {
-    /* Measured on x86-64 (bench/compare_sigverify.py, docs/BENCHMARKS.md); roughly
-     * log2(m) - 2, where the bucket sums (2^c per window) balance the per-point adds. */
-    if (m < 300)
-        return 6;
-    if (m < 800)
-        return 7;
-    if (m < 2000)
-        return 8;
-    if (m < 5000)
-        return 9;
-    if (m < 12000)
-        return 10;
-    return 11;
+    /* Table of 8 per point, one addition per 6 bits (width-5 NAF), 253 doublings
+     * (about 0.9 of an addition), the base point's width-8 NAF. */
+    return (double)nshort * (8 + 128.0 / 6) + (double)nlong * (8 + 253.0 / 6) + 253 * 0.9 +
+           (with_base ? 253.0 / 9 : 0);
+}
+
+static double pippenger_cost(size_t nshort, size_t nlong, int c)
+{
+    int nwin = 253 / c + 1;
+    /* One addition per point per nonzero window, 2^c per window for the bucket sums,
+     * c doublings per window. */
+    return (double)nshort * (128 / c + 1) + (double)nlong * nwin +
+           (double)nwin * ((double)(1 << c) + 0.9 * c);
+}
+
+static int best_window(size_t nshort, size_t nlong, double *cost)
+{
+    int best = 4;
+    double bc = pippenger_cost(nshort, nlong, 4);
+    for (int c = 5; c <= 16; c++) {
+        double v = pippenger_cost(nshort, nlong, c);
+        if (v < bc) {
+            bc = v;
+            best = c;
+        }
+    }
+    if (cost)
+        *cost = bc;
+    return best;
+}
+
+int ed25519_pippenger_window(size_t m) { return best_window(0, m, NULL); }
+
+static void count_lengths(const sc *s, size_t m, size_t *nshort, size_t *nlong)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++)
+        k += (s[i].v[2] | s[i].v[3]) == 0;
+    *nshort = k;
+    *nlong = m - k;
+}
+
+int ed25519_msm_pick(const sc *s, size_t m, int with_base, int *window)
+{
+    size_t ns, nl;
+    double pc;
+    count_lengths(s, m, &ns, &nl);
+    nl += with_base ? 1 : 0;
+    *window = best_window(ns, nl, &pc);
+    return PIPPENGER_WEIGHT * pc < STRAUS_WEIGHT * straus_cost(ns, nl, with_base)
+               ? ESC_MSM_PIPPENGER
+               : ESC_MSM_STRAUS;
 }
 
 int ed25519_msm_pippenger(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b,
@@ -184,8 +230,11 @@ int ed25519_msm_pippenger(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, c
     ge_p1p1 t;
 
     ge_init();
-    if (c <= 0)
-        c = ed25519_pippenger_window(terms);
+    if (c <= 0) {
+        size_t ns, nl;
+        count_lengths(s, m, &ns, &nl);
+        c = best_window(ns, nl + (b ? 1 : 0), NULL);
+    }
     if (c < 4)
         c = 4;
     if (c > 16)
@@ -283,8 +332,10 @@ done:
 
 int ed25519_msm(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b, int algo)
 {
-    size_t terms = m + (b ? 1 : 0);
-    if (algo == ESC_MSM_PIPPENGER || (algo == ESC_MSM_AUTO && terms >= ESC_MSM_PIPPENGER_MIN))
-        return ed25519_msm_pippenger(out, pts, s, m, b, 0);
+    int window = 0;
+    if (algo == ESC_MSM_AUTO)
+        algo = ed25519_msm_pick(s, m, b != NULL, &window);
+    if (algo == ESC_MSM_PIPPENGER)
+        return ed25519_msm_pippenger(out, pts, s, m, b, window);
     return ed25519_msm_straus(out, pts, s, m, b);
 }

@@ -1,6 +1,6 @@
 /* Multi-scalar multiplication: sum_i s_i P_i (+ b B), variable time.
  *
- * Two algorithms, picked by the number of points (ed25519_msm_auto):
+ * Two algorithms, picked by size (ed25519_msm_pick):
  * - Straus ("interleaved wNAF"): one shared chain of doublings; each point gets a
  *   table of its odd multiples P, 3P, ..., 15P (width-5 NAF, about one addition per
  *   6 bits of scalar), the base point uses a static width-8 table.  Cost grows with
@@ -19,10 +19,6 @@
 #include "ed25519_point.h"
 #include "ed25519_scalar.h"
 
-/* Below this many points (base point included) Straus is faster on the machines
- * measured (see docs/BENCHMARKS.md); from here on, Pippenger. */
-#define ESC_MSM_PIPPENGER_MIN 190
-
 enum { ESC_MSM_AUTO = 0, ESC_MSM_STRAUS = 1, ESC_MSM_PIPPENGER = 2 };
 
 /* out = sum_{i < m} s[i] pts[i] + b B (b may be NULL).  Returns 0, or -1 when out of
@@ -33,10 +29,16 @@ int ed25519_msm_straus(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, cons
 int ed25519_msm_pippenger(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b,
                           int c);
 
-/* Either, by size (algo ESC_MSM_AUTO) or as asked. */
+/* Either, as asked, or (algo ESC_MSM_AUTO) the one ed25519_msm_pick chooses. */
 int ed25519_msm(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b, int algo);
 
-/* The window Pippenger uses for m points when not told. */
+/* The faster algorithm by a cost model fitted to measurements, counting scalars below
+ * 2^128 apart from full-length ones; *window gets Pippenger's best window.  With the
+ * batch equation's scalars Straus wins up to about 80 distinct-key signatures
+ * (160 points). */
+int ed25519_msm_pick(const sc *s, size_t m, int with_base, int *window);
+
+/* Pippenger's best window for m full-length scalars. */
 int ed25519_pippenger_window(size_t m);
 
 #endif

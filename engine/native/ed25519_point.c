@@ -49,35 +49,42 @@ int ge_is_small_order(const uint8_t s[32])
     return 0;
 }
 
-int ge_decompress(ge_p3 *r, const uint8_t s[32])
-{
-    fe one, y, y2, u, v, v3, x, vxx, t;
-    uint8_t xb[32];
-    int sign = s[31] >> 7;
+/* Decoding in two halves around the one exponentiation, so that two decodings can
+ * share it (fe_pow22523_x2). */
+typedef struct {
+    fe y, u, v, v3;
+} dec_state;
 
-    if (!ge_is_canonical(s))
-        return -1;
+/* Returns the base u v^7 of the exponentiation in *base. */
+static void decode_begin(dec_state *d, fe *base, const uint8_t s[32])
+{
+    fe one, y2;
     fe_1(&one);
-    fe_frombytes(&y, s);
-    fe_sq(&y2, &y);
-    fe_sub(&u, &y2, &one);    /* u = y^2 - 1 */
-    fe_mul(&v, &y2, &fe_d);
-    fe_add(&v, &v, &one);     /* v = d y^2 + 1 */
+    fe_frombytes(&d->y, s);
+    fe_sq(&y2, &d->y);
+    fe_sub(&d->u, &y2, &one); /* u = y^2 - 1 */
+    fe_mul(&d->v, &y2, &fe_d);
+    fe_add(&d->v, &d->v, &one); /* v = d y^2 + 1 */
     /* x^2 = u/v; one exponentiation gives both the inverse and the square root:
      * x = u v^3 (u v^7)^((p-5)/8) is a root when one exists, up to a factor sqrt(-1). */
-    fe_sq(&v3, &v);
-    fe_mul(&v3, &v3, &v);
-    fe_sq(&x, &v3);
-    fe_mul(&x, &x, &v);
-    fe_mul(&x, &x, &u);
-    fe_pow22523(&x, &x);
-    fe_mul(&x, &x, &v3);
-    fe_mul(&x, &x, &u);
+    fe_sq(&d->v3, &d->v);
+    fe_mul(&d->v3, &d->v3, &d->v);
+    fe_sq(base, &d->v3);
+    fe_mul(base, base, &d->v);
+    fe_mul(base, base, &d->u);
+}
+
+static int decode_end(ge_p3 *r, const dec_state *d, const fe *pw, int sign)
+{
+    fe x, vxx, t;
+    uint8_t xb[32];
+    fe_mul(&x, pw, &d->v3);
+    fe_mul(&x, &x, &d->u);
     fe_sq(&vxx, &x);
-    fe_mul(&vxx, &vxx, &v);
-    fe_sub(&t, &vxx, &u);
+    fe_mul(&vxx, &vxx, &d->v);
+    fe_sub(&t, &vxx, &d->u);
     if (!fe_iszero(&t)) {
-        fe_add(&t, &vxx, &u);
+        fe_add(&t, &vxx, &d->u);
         if (!fe_iszero(&t))
             return -1; /* u/v is not a square: not on the curve */
         fe_mul(&x, &x, &fe_sqrtm1);
@@ -92,10 +99,47 @@ int ge_decompress(ge_p3 *r, const uint8_t s[32])
         fe_neg(&x, &x);
     }
     r->X = x;
-    r->Y = y;
+    r->Y = d->y;
     fe_1(&r->Z);
-    fe_mul(&r->T, &x, &y);
+    fe_mul(&r->T, &x, &d->y);
     return 0;
+}
+
+int ge_decompress(ge_p3 *r, const uint8_t s[32])
+{
+    dec_state d;
+    fe base, pw;
+    if (!ge_is_canonical(s))
+        return -1;
+    decode_begin(&d, &base, s);
+    fe_pow22523(&pw, &base);
+    return decode_end(r, &d, &pw, s[31] >> 7);
+}
+
+void ge_decompress_many(ge_p3 *const *out, const uint8_t *const *enc, int *ok, size_t n)
+{
+    size_t idx[2];
+    int have = 0;
+    dec_state d[2];
+    fe base[2], pw[2];
+    for (size_t i = 0; i < n; i++) {
+        if (!ge_is_canonical(enc[i])) {
+            ok[i] = 0;
+            continue;
+        }
+        idx[have] = i;
+        decode_begin(&d[have], &base[have], enc[i]);
+        if (++have == 2) {
+            fe_pow22523_x2(pw, base);
+            for (int j = 0; j < 2; j++)
+                ok[idx[j]] = decode_end(out[idx[j]], &d[j], &pw[j], enc[idx[j]][31] >> 7) == 0;
+            have = 0;
+        }
+    }
+    if (have) {
+        fe_pow22523(&pw[0], &base[0]);
+        ok[idx[0]] = decode_end(out[idx[0]], &d[0], &pw[0], enc[idx[0]][31] >> 7) == 0;
+    }
 }
 
 void ge_p2_compress(uint8_t s[32], const ge_p2 *p)

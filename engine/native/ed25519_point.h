@@ -15,6 +15,8 @@
 #ifndef ESC_ED25519_POINT_H
 #define ESC_ED25519_POINT_H
 
+#include <stddef.h>
+
 #include "ed25519_field.h"
 
 typedef struct {
@@ -187,6 +189,10 @@ int ge_is_small_order(const uint8_t s[32]);
 /* Decodes s into r.  Returns 0, or -1 when y >= p, when no x exists, or when x = 0
  * and the sign bit is set (the points with x = 0 have one encoding only). */
 int ge_decompress(ge_p3 *r, const uint8_t s[32]);
+
+/* ge_decompress for n points: ok[i] = 1 and *out[i] set where enc[i] decodes.  Two
+ * at a time through one interleaved exponentiation, about 1.5x faster per point. */
+void ge_decompress_many(ge_p3 *const *out, const uint8_t *const *enc, int *ok, size_t n);
 
 void ge_compress(uint8_t s[32], const ge_p3 *p);
 void ge_p2_compress(uint8_t s[32], const ge_p2 *p);
