@@ -10,7 +10,7 @@ import sys
 from bench.harness import Row, format_table, machine
 
 # Each topic is a module bench/compare_<topic>.py with run(quick: bool) -> list[Row].
-TOPICS: list[str] = []
+TOPICS: list[str] = ["sigverify"]
 
 
 def main(argv: list[str] | None = None) -> int:

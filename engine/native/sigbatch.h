@@ -28,8 +28,11 @@ enum {
 };
 
 /* A thread's range of at least this many items is verified as a batch by
- * ESC_VERIFY_AUTO; smaller ones item by item.  Measured: see docs/BENCHMARKS.md. */
-#define ESC_AUTO_BATCH_MIN 4
+ * ESC_VERIFY_AUTO; a lone item goes to libsodium.  Measured (docs/BENCHMARKS.md):
+ * a batch of two costs about 0.65 of two libsodium verifications, and even a batch
+ * of one (the core's own cofactored check) is slightly cheaper than libsodium, so
+ * the crossover is at one item; libsodium keeps the lone item as the reference. */
+#define ESC_AUTO_BATCH_MIN 2
 
 /* ok[i] = 1 if item i verifies, else 0.  Runs on up to `threads` threads. */
 void esc_verify_items(const esc_sig_item *items, size_t n, uint8_t *ok, int threads,

@@ -1,0 +1,132 @@
+"""Batch Ed25519 verification against libsodium's one-at-a-time verification.
+
+Per-signature cost on one core at batch sizes 1 to 1024, for two workloads:
+
+- ``distinct``: every signature under its own key;
+- ``real mix``: the engine's traffic, an issuer and a holder signature per
+  presentation: half the items under 31 issuer keys, half under distinct keys.
+
+Subject: ``verify_batch(method="batch")``, one call per batch.  Baselines, measured in
+the same run on the same items: the core's ``method="single"`` C loop (libsodium per
+item) called the same way, and a plain PyNaCl loop (``VerifyKey(pk).verify``).
+Then all cores: throughput with every thread against cores x the one-thread rate.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import nacl.signing
+import numpy as np
+
+from bench.harness import Row, rate
+from engine import _core
+from engine.sigverify import keypairs_from_seeds, sign_batch, verify_batch
+
+TOPIC = "sigverify"
+SIZES = [1, 4, 16, 64, 256, 1024]
+ISSUERS = 31
+
+
+def workload(kind: str, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n (message, signature, key) rows as numpy arrays, all valid.
+
+    Messages are 200 bytes, about a credential or a presentation."""
+    rng = random.Random(seed)
+    holders = n if kind == "distinct" else n // 2 + 1
+    seeds = np.frombuffer(rng.randbytes(32 * (holders + ISSUERS)), dtype=np.uint8)
+    pks, sks = keypairs_from_seeds(seeds.reshape(-1, 32))
+    if kind == "distinct":
+        which = list(range(n))
+    else:  # issuer, holder, issuer, holder, ...: half the items under 31 keys
+        which = [holders + rng.randrange(ISSUERS) if i % 2 == 0 else i // 2 for i in range(n)]
+    msgs = np.frombuffer(rng.randbytes(200 * n), dtype=np.uint8).reshape(n, 200)
+    sigs = sign_batch(msgs, np.ascontiguousarray(sks[which]))
+    return msgs, sigs, np.ascontiguousarray(pks[which])
+
+
+def per_batch(msgs, sigs, pks, size: int, method: str):
+    """A function verifying all rows in calls of `size` items each, on one thread."""
+    starts = range(0, len(msgs), size)
+
+    def run():
+        for s in starts:
+            ok = verify_batch(
+                msgs[s : s + size], sigs[s : s + size], pks[s : s + size], method=method, threads=1
+            )
+            if not ok.all():
+                raise AssertionError("a valid signature was rejected")
+
+    return run
+
+
+def whole(msgs, sigs, pks, method: str, threads: int):
+    """A function verifying all rows in one call on `threads` threads."""
+    return lambda: verify_batch(msgs, sigs, pks, method=method, threads=threads)
+
+
+def pynacl_loop(msgs, sigs, pks):
+    rows = [(m.tobytes(), s.tobytes(), k.tobytes()) for m, s, k in zip(msgs, sigs, pks)]
+
+    def run():
+        for m, s, k in rows:
+            nacl.signing.VerifyKey(k).verify(m, s)
+
+    return run
+
+
+def run(quick: bool) -> list[Row]:
+    min_time, repeat = (0.05, 2) if quick else (0.4, 5)
+    total = 1024 if quick else 4096
+    rows: list[Row] = []
+    for kind in ("distinct", "real mix"):
+        msgs, sigs, pks = workload(kind, total)
+        pynacl = rate(
+            pynacl_loop(msgs[:256], sigs[:256], pks[:256]), 256, min_time=min_time, repeat=repeat
+        )
+        for size in SIZES:
+            n = 256 if size < 64 else total  # small batches: fewer items, as many calls
+            m, s, k = msgs[:n], sigs[:n], pks[:n]
+            batch = rate(per_batch(m, s, k, size, "batch"), n, min_time=min_time, repeat=repeat)
+            single = rate(per_batch(m, s, k, size, "single"), n, min_time=min_time, repeat=repeat)
+            target = (2.5 if kind == "distinct" else 3.0) if size >= 64 else None
+            what = f"{kind}, batch {size}, 1 core"
+            rows.append(
+                Row(
+                    TOPIC,
+                    what,
+                    "batch",
+                    batch,
+                    "core single (libsodium)",
+                    single,
+                    unit="sigs/s",
+                    target=target,
+                )
+            )
+            rows.append(Row(TOPIC, what, "batch", batch, "PyNaCl loop", pynacl, unit="sigs/s"))
+
+    cores = _core.cpu_count()
+    for kind in ("distinct", "real mix"):
+        msgs, sigs, pks = workload(kind, 2048 * cores if quick else 8192 * cores, seed=2)
+        n = len(msgs)
+        for method in ("batch", "single"):
+            one = rate(whole(msgs, sigs, pks, method, 1), n, min_time=min_time, repeat=repeat)
+            every = rate(whole(msgs, sigs, pks, method, cores), n, min_time=min_time, repeat=repeat)
+            rows.append(
+                Row(
+                    TOPIC,
+                    f"{kind}, {n} items, {cores} threads",
+                    f"{method}, {cores} threads",
+                    every,
+                    f"{cores} x {method}, 1 thread",
+                    cores * one,
+                    unit="sigs/s",
+                    target=0.9 if method == "batch" else None,
+                )
+            )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows[
+        -1
+    ].note = f"load average {load:.2f} when measured; all-core rows need the machine otherwise idle"
+    return rows
