@@ -17,6 +17,10 @@ cdef extern from "native/ed25519_field.h" nogil:
     void fe_sq(fe *r, const fe *a)
     void fe_invert(fe *r, const fe *z)
     void fe_pow22523(fe *r, const fe *z)
+    void fe_pow22523_x2(fe *r, const fe *z)
+    void fe_pow22523_x8(fe *r, const fe *z)
+    int fe_simd_enabled()
+    int fe_simd_set_enabled(int on)
     void fe_tobytes(uint8_t *out, const fe *a)
     void fe_frombytes(fe *r, const uint8_t *s)
     const fe fe_d
@@ -32,6 +36,7 @@ cdef extern from "native/ed25519_point.h" nogil:
         pass
     void ge_init()
     int ge_decompress(ge_p3 *r, const uint8_t *s)
+    void ge_decompress_many(ge_p3 **out, const uint8_t **enc, int *ok, size_t n)
     void ge_compress(uint8_t *s, const ge_p3 *p)
     int ge_is_canonical(const uint8_t *s)
     int ge_is_small_order(const uint8_t *s)
@@ -117,6 +122,57 @@ def _ed25519_test_field_ops(bytes a, bytes b):
     fe_pow22523(&r, &x)
     out.append(_fe_bytes(&r))
     return tuple(out)
+
+
+def _ed25519_test_pow22523_lanes(values):
+    """z^((p-5)/8) for up to eight 32-byte z, through the 8-lane (IFMA) and the
+    2-lane code, as two lists of canonical encodings."""
+    cdef fe z[8]
+    cdef fe r8[8]
+    cdef fe r2[8]
+    cdef int j, n = len(values)
+    if not 1 <= n <= 8:
+        raise ValueError("1 to 8 values")
+    for j in range(8):
+        _fe_from(&z[j], values[j % n])
+    fe_pow22523_x8(r8, z)
+    for j in range(0, 8, 2):
+        fe_pow22523_x2(&r2[j], &z[j])
+    return [_fe_bytes(&r8[j]) for j in range(n)], [_fe_bytes(&r2[j]) for j in range(n)]
+
+
+def _ed25519_test_simd(on=None):
+    """Whether the IFMA path is in use; with on=True/False, switch it (where the CPU
+    has it) and return the previous state."""
+    if on is None:
+        return bool(fe_simd_enabled())
+    return bool(fe_simd_set_enabled(1 if on else 0))
+
+
+def _ed25519_test_decompress_many(encodings):
+    """ge_decompress_many over the list: re-encodings, None where one does not
+    decode."""
+    cdef Py_ssize_t i, n = len(encodings)
+    cdef ge_p3 *pts = <ge_p3 *>malloc((n + 1) * sizeof(ge_p3))
+    cdef ge_p3 **outs = <ge_p3 **>malloc((n + 1) * sizeof(ge_p3 *))
+    cdef const uint8_t **encs = <const uint8_t **>malloc((n + 1) * sizeof(uint8_t *))
+    cdef int *ok = <int *>malloc((n + 1) * sizeof(int))
+    keep = [bytes(e) for e in encodings]
+    try:
+        if pts == NULL or outs == NULL or encs == NULL or ok == NULL:
+            raise MemoryError()
+        for i in range(n):
+            if len(keep[i]) != 32:
+                raise ValueError("points are 32 bytes")
+            outs[i] = &pts[i]
+            encs[i] = <const uint8_t *>(<bytes>keep[i])
+        ge_decompress_many(outs, encs, ok, n)
+        return [_point_bytes(&pts[i]) if ok[i] else None for i in range(n)]
+    finally:
+        free(pts)
+        free(outs)
+        free(encs)
+        free(ok)
 
 
 def _ed25519_test_field_chain(bytes a, int rounds):

@@ -279,3 +279,43 @@ def test_msm_zero_scalars_and_empty():
         assert _core._ed25519_test_msm([], [], None, algo) == identity
         assert _core._ed25519_test_msm([le(0)], [p], le(0), algo) == identity
         assert _core._ed25519_test_msm([le(L)], [p], None, algo) == identity
+
+
+@pytest.fixture(params=[True, False], ids=["simd", "scalar"])
+def simd(request):
+    """Runs a test with the AVX-512 IFMA path on (where the CPU has it) and off."""
+    was = _core._ed25519_test_simd(request.param)
+    yield _core._ed25519_test_simd()
+    _core._ed25519_test_simd(was)
+
+
+def test_pow22523_eight_lanes_and_two_lanes():
+    rng = random.Random(50)
+    edge = [le(v) for v in FIELD_EDGES]
+    for trial in range(400):
+        n = 8 if trial % 4 else rng.randrange(1, 9)
+        values = [rng.choice(edge) if rng.random() < 0.2 else rng.randbytes(32) for _ in range(n)]
+        values = [bytes([*v[:31], v[31] & 0x7F]) for v in values]
+        lanes8, lanes2 = _core._ed25519_test_pow22523_lanes(values)
+        want = [le(pow(num(v), (P - 5) // 8, P)) for v in values]
+        assert lanes8 == want
+        assert lanes2 == want
+
+
+def test_decompress_many_matches_one_by_one(simd):
+    rng = random.Random(51)
+    for n in [*range(1, 20), 64, 101]:
+        encs = []
+        for _ in range(n):
+            kind = rng.randrange(5)
+            if kind == 0:
+                encs.append(random_point(rng))
+            elif kind == 1:
+                encs.append(rng.choice(TORSION))
+            elif kind == 2:
+                encs.append(le(P + rng.randrange(19)))  # non-canonical
+            else:
+                encs.append(rng.randbytes(32))  # on the curve about half the time
+        assert _core._ed25519_test_decompress_many(encs) == [
+            _core._ed25519_test_decompress(e) for e in encs
+        ]

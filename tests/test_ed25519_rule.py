@@ -174,8 +174,16 @@ def test_each_case_alone(how):
         assert verdicts([(msg, sig, pk)], how) == [expected], name
 
 
+@pytest.fixture(params=[True, False], ids=["simd", "scalar"])
+def simd(request):
+    """With the AVX-512 IFMA point decoding on (where the CPU has it) and off."""
+    was = _core._ed25519_test_simd(request.param)
+    yield
+    _core._ed25519_test_simd(was)
+
+
 @pytest.mark.parametrize("how", ["single", "batch", "straus", "pippenger"])
-def test_all_cases_in_one_batch(how, valid_items):
+def test_all_cases_in_one_batch(how, valid_items, simd):
     items = [c[1:4] for c in CASES] + valid_items[:50]
     expected = [c[4] for c in CASES] + [True] * 50
     rng = random.Random(len(how))

@@ -180,4 +180,17 @@ void fe_pow22523(fe *r, const fe *z);        /* z^((p-5)/8) */
  * busy (about 1.5x the throughput of two single calls on x86-64). */
 void fe_pow22523_x2(fe r[2], const fe z[2]);
 
+/* r[j] = z[j]^((p-5)/8) for j = 0..7, in the eight lanes of AVX-512 IFMA
+ * (ed25519_field_ifma.c).  Inputs need limbs below 2^52 (any reduced element).
+ * Only for use when fe_simd_enabled(); without AVX-512 support compiled in it is a
+ * plain loop. */
+void fe_pow22523_x8(fe r[8], const fe z[8]);
+
+/* 1 when the CPU has AVX-512 IFMA (probed once) and it has not been switched off. */
+int fe_simd_enabled(void);
+
+/* Switches the IFMA path on (where the CPU has it) or off; returns the previous
+ * state.  For tests and benchmarks, not for use while other threads verify. */
+int fe_simd_set_enabled(int on);
+
 #endif

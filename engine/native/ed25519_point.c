@@ -118,27 +118,39 @@ int ge_decompress(ge_p3 *r, const uint8_t s[32])
 
 void ge_decompress_many(ge_p3 *const *out, const uint8_t *const *enc, int *ok, size_t n)
 {
-    size_t idx[2];
+    /* Up to eight decodings share one exponentiation: eight lanes with IFMA, else
+     * two interleaved chains. */
+    const int width = fe_simd_enabled() ? 8 : 2;
+    size_t idx[8];
     int have = 0;
-    dec_state d[2];
-    fe base[2], pw[2];
-    for (size_t i = 0; i < n; i++) {
-        if (!ge_is_canonical(enc[i])) {
-            ok[i] = 0;
-            continue;
+    dec_state d[8];
+    fe base[8], pw[8];
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n) {
+            if (!ge_is_canonical(enc[i])) {
+                ok[i] = 0;
+                continue;
+            }
+            idx[have] = i;
+            decode_begin(&d[have], &base[have], enc[i]);
+            if (++have < width)
+                continue;
         }
-        idx[have] = i;
-        decode_begin(&d[have], &base[have], enc[i]);
-        if (++have == 2) {
-            fe_pow22523_x2(pw, base);
-            for (int j = 0; j < 2; j++)
-                ok[idx[j]] = decode_end(out[idx[j]], &d[j], &pw[j], enc[idx[j]][31] >> 7) == 0;
-            have = 0;
+        if (have == 0)
+            break;
+        if (width == 8 && have > 2) {
+            for (int j = have; j < 8; j++)
+                base[j] = base[0]; /* idle lanes */
+            fe_pow22523_x8(pw, base);
+        } else {
+            for (int j = 0; j + 1 < have; j += 2)
+                fe_pow22523_x2(pw + j, base + j);
+            if (have & 1)
+                fe_pow22523(&pw[have - 1], &base[have - 1]);
         }
-    }
-    if (have) {
-        fe_pow22523(&pw[0], &base[0]);
-        ok[idx[0]] = decode_end(out[idx[0]], &d[0], &pw[0], enc[idx[0]][31] >> 7) == 0;
+        for (int j = 0; j < have; j++)
+            ok[idx[j]] = decode_end(out[idx[j]], &d[j], &pw[j], enc[idx[j]][31] >> 7) == 0;
+        have = 0;
     }
 }
 
