@@ -61,6 +61,9 @@ cdef extern from "native/ed25519_msm.h" nogil:
     int ESC_MSM_AUTO, ESC_MSM_STRAUS, ESC_MSM_PIPPENGER
     int ed25519_msm_pippenger(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m,
                               const sc *b, int c)
+    int ed25519_msm_pippenger_ifma(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m,
+                                   const sc *b, int c)
+    int ed25519_pippenger_window(size_t m)
     int ed25519_msm(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b,
                     int algo)
 
@@ -246,7 +249,8 @@ cdef int _scalar_from(sc *r, bytes s) except -1:
 
 def _ed25519_test_msm(scalars, points, base_scalar=None, str algo="auto", int window=0):
     """Encoding of sum scalars[i] points[i] (+ base_scalar B), scalars < 2^253 as 32
-    little-endian bytes; algo "straus", "pippenger" (window 0 = by size) or "auto"."""
+    little-endian bytes; algo "straus", "pippenger" (window 0 = by size),
+    "pippenger_simd" (the AVX-512 IFMA version, where available) or "auto"."""
     cdef Py_ssize_t i, m = len(points)
     cdef ge_p3 *pts = <ge_p3 *>malloc((m + 1) * sizeof(ge_p3))
     cdef sc *ss = <sc *>malloc((m + 1) * sizeof(sc))
@@ -269,6 +273,12 @@ def _ed25519_test_msm(scalars, points, base_scalar=None, str algo="auto", int wi
         if algo == "pippenger":
             rc = ed25519_msm_pippenger(&out, pts, ss, m,
                                        &b if base_scalar is not None else NULL, window)
+        elif algo == "pippenger_simd":
+            if not fe_simd_enabled():
+                raise RuntimeError("the IFMA path is off or the CPU lacks it")
+            rc = ed25519_msm_pippenger_ifma(&out, pts, ss, m,
+                                            &b if base_scalar is not None else NULL,
+                                            window or ed25519_pippenger_window(m + 1))
         else:
             rc = ed25519_msm(&out, pts, ss, m, &b if base_scalar is not None else NULL,
                              _ED25519_TEST_MSM[algo])

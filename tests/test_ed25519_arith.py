@@ -35,6 +35,13 @@ def random_point(rng: random.Random) -> bytes:
 
 
 TORSION = [ref.encode(p) for p in ref.small_order_points()]
+HAVE_SIMD = _core._ed25519_test_simd()
+MSM_ALGOS = ["straus", "pippenger", "pippenger_simd"]
+
+
+def need(algo: str) -> None:
+    if algo == "pippenger_simd" and not HAVE_SIMD:
+        pytest.skip("this CPU has no AVX-512 IFMA")
 
 
 def test_field_constants():
@@ -199,18 +206,17 @@ def test_signed_radix_reconstructs_the_scalar(c):
         assert all(-(2 ** (c - 1)) < d <= 2 ** (c - 1) for d in digits)
 
 
-def test_scalarmult_matches_libsodium():
+@pytest.mark.parametrize("algo", MSM_ALGOS)
+def test_scalarmult_matches_libsodium(algo):
+    need(algo)
     rng = random.Random(19)
-    for _ in range(150):
+    for _ in range(100):
         p = random_point(rng)
         n = rng.randrange(1, L)
-        assert _core._ed25519_test_msm([le(n)], [p], algo="straus") == (
+        assert _core._ed25519_test_msm([le(n)], [p], algo=algo) == (
             nb.crypto_scalarmult_ed25519_noclamp(le(n), p)
         )
-        assert _core._ed25519_test_msm([le(n)], [p], algo="pippenger") == (
-            nb.crypto_scalarmult_ed25519_noclamp(le(n), p)
-        )
-        assert _core._ed25519_test_msm([], [], le(n), algo="straus") == (
+        assert _core._ed25519_test_msm([], [], le(n), algo=algo) == (
             nb.crypto_scalarmult_ed25519_base_noclamp(le(n))
         )
 
@@ -223,9 +229,10 @@ def sum_of_products(scalars, points, base_scalar):
     return acc
 
 
-@pytest.mark.parametrize("algo", ["straus", "pippenger", "auto"])
+@pytest.mark.parametrize("algo", [*MSM_ALGOS, "auto"])
 @pytest.mark.parametrize("m", [1, 2, 3, 7, 31, 64, 200])
 def test_msm_matches_libsodium(algo, m):
+    need(algo)
     rng = random.Random(m * 3 + len(algo))
     points = [random_point(rng) for _ in range(m)]
     # The batch equation's mix: 128-bit coefficients and full-size scalars; repeated
@@ -238,23 +245,28 @@ def test_msm_matches_libsodium(algo, m):
     assert got == sum_of_products(scalars, points, b)
 
 
-@pytest.mark.parametrize("window", [4, 5, 6, 9, 12])
-def test_pippenger_windows(window):
+@pytest.mark.parametrize("algo", ["pippenger", "pippenger_simd"])
+@pytest.mark.parametrize("window", [4, 5, 6, 7, 8, 9, 12])
+def test_pippenger_windows(algo, window):
+    need(algo)
     rng = random.Random(40 + window)
     points = [random_point(rng) for _ in range(20)]
     scalars = [rng.randrange(1, 2**253) for _ in points]
-    got = _core._ed25519_test_msm([le(s) for s in scalars], points, None, "pippenger", window)
+    scalars[3] = 2**253 - 1  # every window's digit at its extreme
+    scalars[4] = sum((2 ** (window - 1)) << (window * i) for i in range(253 // window)) % 2**253
+    got = _core._ed25519_test_msm([le(s) for s in scalars], points, None, algo, window)
     acc = ref.IDENTITY
     for s, p in zip(scalars, points):
         acc = ref.add(acc, ref.mul(s, ref.decode(p)))
     assert got == ref.encode(acc)
 
 
-@pytest.mark.parametrize("algo", ["straus", "pippenger"])
+@pytest.mark.parametrize("algo", MSM_ALGOS)
 def test_msm_with_torsion_points_and_full_width_scalars(algo):
     """Points with torsion components and scalars up to 2^253 (not reduced mod L):
     the MSM must be exact, not only correct modulo L, since the cofactored check
     multiplies the result by 8 only at the end."""
+    need(algo)
     rng = random.Random(41)
     points, scalars = [], []
     for i in range(12):
@@ -275,7 +287,7 @@ def test_msm_zero_scalars_and_empty():
     rng = random.Random(42)
     p = random_point(rng)
     identity = ref.encode(ref.IDENTITY)
-    for algo in ("straus", "pippenger"):
+    for algo in MSM_ALGOS if HAVE_SIMD else MSM_ALGOS[:2]:
         assert _core._ed25519_test_msm([], [], None, algo) == identity
         assert _core._ed25519_test_msm([le(0)], [p], le(0), algo) == identity
         assert _core._ed25519_test_msm([le(L)], [p], None, algo) == identity

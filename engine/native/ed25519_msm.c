@@ -153,37 +153,47 @@ done:
     return rc;
 }
 
-/* Cost models, in point additions, for nshort scalars below 2^128 (the batch
- * equation's z_i) and nlong below 2^253; the weights per addition were fitted to
- * timings on x86-64 (Straus additions cost more: their table entries are built with
- * an extra conversion each).  See docs/BENCHMARKS.md for the measurements. */
-#define STRAUS_WEIGHT 100  /* ns per modelled addition, x 1 */
-#define PIPPENGER_WEIGHT 88
+/* Cost models in microseconds, for nshort scalars below 2^128 (the batch
+ * equation's z_i) and nlong below 2^253 (base point included), fitted to timings on
+ * x86-64 (docs/BENCHMARKS.md).  Only their ratios matter. */
 
-static double straus_cost(size_t nshort, size_t nlong, int with_base)
+static double straus_cost(size_t nshort, size_t nlong)
 {
     /* Table of 8 per point, one addition per 6 bits (width-5 NAF), 253 doublings
-     * (about 0.9 of an addition), the base point's width-8 NAF. */
-    return (double)nshort * (8 + 128.0 / 6) + (double)nlong * (8 + 253.0 / 6) + 253 * 0.9 +
-           (with_base ? 253.0 / 9 : 0);
+     * (about 0.9 of an addition) and the base point's width-8 NAF. */
+    return 0.1 * ((double)nshort * (8 + 128.0 / 6) + (double)(nlong ? nlong - 1 : 0) *
+                  (8 + 253.0 / 6) + 253 * 0.9 + 253.0 / 9);
 }
 
 static double pippenger_cost(size_t nshort, size_t nlong, int c)
 {
     int nwin = 253 / c + 1;
-    /* One addition per point per nonzero window, 2^c per window for the bucket sums,
-     * c doublings per window. */
-    return (double)nshort * (128 / c + 1) + (double)nlong * nwin +
-           (double)nwin * ((double)(1 << c) + 0.9 * c);
+    /* One addition per point per nonzero window, 2^c per window for the bucket sums
+     * (2^(c-1) buckets, two additions each), c doublings per window. */
+    return 0.088 * ((double)nshort * (128 / c + 1) + (double)nlong * nwin +
+                    (double)nwin * ((double)(1 << c) + 0.9 * c));
 }
 
-static int best_window(size_t nshort, size_t nlong, double *cost)
+static double pippenger_ifma_cost(size_t nshort, size_t nlong, int c)
+{
+    int nwin = 253 / c + 1, groups = (nwin + 7) / 8, half = 1 << (c - 1);
+    int short_groups = (128 / c + 1 + 7) / 8;
+    /* A vector addition with its gathers and scatters: 0.22 us while the buckets fit
+     * in L1, more as they spill; two additions per bucket index for the sums; the
+     * windows combined by scalar doublings. */
+    double add = 0.22 * (1 + (c > 6 ? 0.2 * (c - 6) : 0));
+    return add * ((double)nlong * groups + (double)nshort * short_groups) +
+           0.36 * groups * half + nwin * (0.07 * c + 0.09);
+}
+
+static int best_window(size_t nshort, size_t nlong, int simd, double *cost)
 {
     int best = 4;
-    double bc = pippenger_cost(nshort, nlong, 4);
-    for (int c = 5; c <= 16; c++) {
-        double v = pippenger_cost(nshort, nlong, c);
-        if (v < bc) {
+    double bc = 0;
+    for (int c = 4; c <= 16; c++) {
+        double v = simd ? pippenger_ifma_cost(nshort, nlong, c)
+                        : pippenger_cost(nshort, nlong, c);
+        if (c == 4 || v < bc) {
             bc = v;
             best = c;
         }
@@ -193,7 +203,7 @@ static int best_window(size_t nshort, size_t nlong, double *cost)
     return best;
 }
 
-int ed25519_pippenger_window(size_t m) { return best_window(0, m, NULL); }
+int ed25519_pippenger_window(size_t m) { return best_window(0, m, fe_simd_enabled(), NULL); }
 
 static void count_lengths(const sc *s, size_t m, size_t *nshort, size_t *nlong)
 {
@@ -210,10 +220,8 @@ int ed25519_msm_pick(const sc *s, size_t m, int with_base, int *window)
     double pc;
     count_lengths(s, m, &ns, &nl);
     nl += with_base ? 1 : 0;
-    *window = best_window(ns, nl, &pc);
-    return PIPPENGER_WEIGHT * pc < STRAUS_WEIGHT * straus_cost(ns, nl, with_base)
-               ? ESC_MSM_PIPPENGER
-               : ESC_MSM_STRAUS;
+    *window = best_window(ns, nl, fe_simd_enabled(), &pc);
+    return pc < straus_cost(ns, nl) ? ESC_MSM_PIPPENGER : ESC_MSM_STRAUS;
 }
 
 int ed25519_msm_pippenger(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b,
@@ -233,7 +241,7 @@ int ed25519_msm_pippenger(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, c
     if (c <= 0) {
         size_t ns, nl;
         count_lengths(s, m, &ns, &nl);
-        c = best_window(ns, nl + (b ? 1 : 0), NULL);
+        c = best_window(ns, nl + (b ? 1 : 0), 0, NULL);
     }
     if (c < 4)
         c = 4;
@@ -335,7 +343,16 @@ int ed25519_msm(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b
     int window = 0;
     if (algo == ESC_MSM_AUTO)
         algo = ed25519_msm_pick(s, m, b != NULL, &window);
-    if (algo == ESC_MSM_PIPPENGER)
+    if (algo == ESC_MSM_PIPPENGER) {
+        if (fe_simd_enabled()) {
+            if (window <= 0) {
+                size_t ns, nl;
+                count_lengths(s, m, &ns, &nl);
+                window = best_window(ns, nl + (b ? 1 : 0), 1, NULL);
+            }
+            return ed25519_msm_pippenger_ifma(out, pts, s, m, b, window);
+        }
         return ed25519_msm_pippenger(out, pts, s, m, b, window);
+    }
     return ed25519_msm_straus(out, pts, s, m, b);
 }

@@ -29,16 +29,25 @@ int ed25519_msm_straus(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, cons
 int ed25519_msm_pippenger(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b,
                           int c);
 
-/* Either, as asked, or (algo ESC_MSM_AUTO) the one ed25519_msm_pick chooses. */
+/* Pippenger with eight windows at a time in AVX-512 IFMA lanes (ed25519_msm_ifma.c);
+ * only when fe_simd_enabled(), else it is ed25519_msm_pippenger.  c as above but
+ * required (no 0). */
+int ed25519_msm_pippenger_ifma(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m,
+                               const sc *b, int c);
+
+/* Either, as asked, or (algo ESC_MSM_AUTO) the one ed25519_msm_pick chooses.
+ * ESC_MSM_PIPPENGER means the IFMA version where fe_simd_enabled(). */
 int ed25519_msm(ge_p3 *out, const ge_p3 *pts, const sc *s, size_t m, const sc *b, int algo);
 
-/* The faster algorithm by a cost model fitted to measurements, counting scalars below
+/* The faster algorithm by cost models fitted to measurements, counting scalars below
  * 2^128 apart from full-length ones; *window gets Pippenger's best window.  With the
- * batch equation's scalars Straus wins up to about 80 distinct-key signatures
- * (160 points). */
+ * batch equation's scalars, Straus wins up to about 80 distinct-key signatures
+ * (160 points) against scalar Pippenger, and up to about 6 against the AVX-512 IFMA
+ * Pippenger. */
 int ed25519_msm_pick(const sc *s, size_t m, int with_base, int *window);
 
-/* Pippenger's best window for m full-length scalars. */
+/* Pippenger's best window for m full-length scalars (for the IFMA version where
+ * that is in use). */
 int ed25519_pippenger_window(size_t m);
 
 #endif
