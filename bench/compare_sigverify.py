@@ -9,7 +9,9 @@ Per-signature cost on one core at batch sizes 1 to 1024, for two workloads:
 Subject: ``verify_batch(method="batch")``, one call per batch.  Baselines, measured in
 the same run on the same items: the core's ``method="single"`` C loop (libsodium per
 item) called the same way, and a plain PyNaCl loop (``VerifyKey(pk).verify``).
-Then all cores: throughput with every thread against cores x the one-thread rate.
+Then the MSM algorithms against each other by batch size (where the batch path
+switches from Straus to Pippenger), and all cores: throughput with every thread
+against cores x the one-thread rate.
 """
 
 from __future__ import annotations
@@ -76,6 +78,43 @@ def pynacl_loop(msgs, sigs, pks):
     return run
 
 
+def msm_rows(quick: bool, min_time: float, repeat: int) -> list[Row]:
+    """Pippenger against Straus inside the batch path, by batch size, with the AVX-512
+    IFMA code on (where the CPU has it) and off: ratio > 1 where Pippenger is faster."""
+    msgs, sigs, pks = workload("distinct", 1024, seed=3)
+    rows = []
+    modes = [True, False] if _core._ed25519_test_simd() else [False]
+    for simd in modes:
+        was = _core._ed25519_test_simd(simd)
+        try:
+            sizes = [2, 4, 8, 16, 32] if simd else [32, 64, 96, 128, 256]
+            for size in sizes if not quick else sizes[::2]:
+                n = 256 if size < 64 else 1024
+
+                def algo(name, size=size, n=n):
+                    return lambda: _core._ed25519_test_verify_batch(
+                        msgs[:n], sigs[:n], pks[:n], name, size
+                    )
+
+                straus = rate(algo("straus"), n, min_time=min_time, repeat=repeat)
+                pipp = rate(algo("pippenger"), n, min_time=min_time, repeat=repeat)
+                label = "IFMA" if simd else "scalar"
+                rows.append(
+                    Row(
+                        TOPIC,
+                        f"MSM crossover, distinct, batch {size}",
+                        f"Pippenger ({label})",
+                        pipp,
+                        "Straus",
+                        straus,
+                        unit="sigs/s",
+                    )
+                )
+        finally:
+            _core._ed25519_test_simd(was)
+    return rows
+
+
 def run(quick: bool) -> list[Row]:
     min_time, repeat = (0.05, 2) if quick else (0.4, 5)
     total = 1024 if quick else 4096
@@ -105,6 +144,8 @@ def run(quick: bool) -> list[Row]:
                 )
             )
             rows.append(Row(TOPIC, what, "batch", batch, "PyNaCl loop", pynacl, unit="sigs/s"))
+
+    rows += msm_rows(quick, min_time, repeat)
 
     cores = _core.cpu_count()
     for kind in ("distinct", "real mix"):

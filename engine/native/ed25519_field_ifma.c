@@ -71,21 +71,26 @@ IFMA void fe_pow22523_x8(fe r[8], const fe z[8])
 
 static int simd_state = -1; /* -1: not yet probed */
 
+static int cpu_has_ifma(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512ifma");
+}
+
 int fe_simd_enabled(void)
 {
-    if (simd_state < 0) {
-        __builtin_cpu_init();
-        /* (Races here are benign: every thread computes the same answer.) */
-        simd_state = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512ifma");
+    int v = __atomic_load_n(&simd_state, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = cpu_has_ifma(); /* every thread that races here finds the same answer */
+        __atomic_store_n(&simd_state, v, __ATOMIC_RELAXED);
     }
-    return simd_state;
+    return v;
 }
 
 int fe_simd_set_enabled(int on)
 {
     int was = fe_simd_enabled();
-    __builtin_cpu_init();
-    simd_state = on && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512ifma");
+    __atomic_store_n(&simd_state, on && cpu_has_ifma(), __ATOMIC_RELAXED);
     return was;
 }
 
