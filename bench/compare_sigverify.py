@@ -9,9 +9,10 @@ Per-signature cost on one core at batch sizes 1 to 1024, for two workloads:
 Subject: ``verify_batch(method="batch")``, one call per batch.  Baselines, measured in
 the same run on the same items: the core's ``method="single"`` C loop (libsodium per
 item) called the same way, and a plain PyNaCl loop (``VerifyKey(pk).verify``).
-Then the MSM algorithms against each other by batch size (where the batch path
-switches from Straus to Pippenger), and all cores: throughput with every thread
-against cores x the one-thread rate.
+Then: the same without the AVX-512 IFMA code (what other CPUs get); batches with
+invalid signatures in them; the MSM algorithms against each other by batch size
+(where the batch path switches from Straus to Pippenger); and all cores: throughput
+with every thread against cores x the one-thread rate.
 """
 
 from __future__ import annotations
@@ -150,6 +151,75 @@ def msm_rows(quick: bool, min_time: float, repeat: int) -> list[Row]:
     return rows
 
 
+def scalar_rows(quick: bool, min_time: float, repeat: int) -> list[Row]:
+    """The batch path with the AVX-512 IFMA code switched off: what CPUs without it get."""
+    if not _core._ed25519_test_simd():
+        return []  # the main rows already are the scalar path
+    rows = []
+    total = 1024 if quick else 4096
+    was = _core._ed25519_test_simd(False)
+    try:
+        for kind in ("distinct", "real mix"):
+            msgs, sigs, pks = workload(kind, total, seed=4)
+            for size in (64, 1024):
+                batch, single = paired(
+                    [
+                        per_batch(msgs, sigs, pks, size, "batch"),
+                        per_batch(msgs, sigs, pks, size, "single"),
+                    ],
+                    total,
+                    min_time,
+                    repeat,
+                )
+                rows.append(
+                    Row(
+                        TOPIC,
+                        f"{kind}, batch {size}, 1 core, no IFMA",
+                        "batch (scalar)",
+                        batch,
+                        "core single (libsodium)",
+                        single,
+                        unit="sigs/s",
+                    )
+                )
+    finally:
+        _core._ed25519_test_simd(was)
+    return rows
+
+
+def bad_rows(quick: bool, min_time: float, repeat: int) -> list[Row]:
+    """Batches of 1024 with some invalid signatures (bisection finds them): the cost of
+    one bad item, a few, and a batch that is all bad, against one-at-a-time."""
+    rows = []
+    msgs, sigs, pks = workload("distinct", 1024, seed=5)
+    rng = random.Random(5)
+    for bad in (1, 8, 64, 1024):
+        s = sigs.copy()
+        s[rng.sample(range(1024), bad), 40] ^= 1
+
+        def check(method, s=s, bad=bad):
+            def run():
+                ok = verify_batch(msgs, s, pks, method=method, threads=1)
+                if int((~ok).sum()) != bad:
+                    raise AssertionError("wrong verdicts")
+
+            return run
+
+        batch, single = paired([check("batch"), check("single")], 1024, min_time, repeat)
+        rows.append(
+            Row(
+                TOPIC,
+                f"distinct, batch 1024 with {bad} bad, 1 core",
+                "batch",
+                batch,
+                "core single (libsodium)",
+                single,
+                unit="sigs/s",
+            )
+        )
+    return rows
+
+
 def run(quick: bool) -> list[Row]:
     min_time, repeat = (0.05, 2) if quick else (0.4, 5)
     total = 1024 if quick else 4096
@@ -185,6 +255,8 @@ def run(quick: bool) -> list[Row]:
             )
             rows.append(Row(TOPIC, what, "batch", batch, "PyNaCl loop", pynacl, unit="sigs/s"))
 
+    rows += scalar_rows(quick, min_time, repeat)
+    rows += bad_rows(quick, min_time, repeat)
     rows += msm_rows(quick, min_time, repeat)
 
     cores = _core.cpu_count()
