@@ -260,31 +260,43 @@ def run(quick: bool) -> list[Row]:
     rows += msm_rows(quick, min_time, repeat)
 
     cores = _core.cpu_count()
-    with OtherLoad() as load:
-        for kind in ("distinct", "real mix"):
-            msgs, sigs, pks = workload(kind, 2048 * cores if quick else 8192 * cores, seed=2)
-            n = len(msgs)
-            for method in ("batch", "single"):
-                one, every = paired(
-                    [whole(msgs, sigs, pks, method, 1), whole(msgs, sigs, pks, method, cores)],
-                    n,
-                    min_time,
-                    repeat,
+    kept = dropped = 0
+    for kind in ("distinct", "real mix"):
+        msgs, sigs, pks = workload(kind, 2048 * cores if quick else 8192 * cores, seed=2)
+        n = len(msgs)
+        for method in ("batch", "single"):
+            fns = [whole(msgs, sigs, pks, method, 1), whole(msgs, sigs, pks, method, cores)]
+            one = every = 0.0
+            good = 0
+            # Rounds during which other processes took CPU say nothing about scaling:
+            # only rounds with the machine otherwise idle count (up to a limit).
+            for _ in range(repeat * 8):
+                with OtherLoad() as load:
+                    r1, r2 = paired(fns, n, min_time, 1)
+                if load.share > 0.05:
+                    dropped += 1
+                    continue
+                one, every = max(one, r1), max(every, r2)
+                good += 1
+                if good == repeat:
+                    break
+            kept += good
+            if good == 0:  # never idle: report what there is, flagged in the note
+                one, every = r1, r2
+            rows.append(
+                Row(
+                    TOPIC,
+                    f"{kind}, {n} items, {cores} threads",
+                    f"{method}, {cores} threads",
+                    every,
+                    f"{cores} x {method}, 1 thread",
+                    cores * one,
+                    unit="sigs/s",
+                    target=0.9 if method == "batch" else None,
                 )
-                rows.append(
-                    Row(
-                        TOPIC,
-                        f"{kind}, {n} items, {cores} threads",
-                        f"{method}, {cores} threads",
-                        every,
-                        f"{cores} x {method}, 1 thread",
-                        cores * one,
-                        unit="sigs/s",
-                        target=0.9 if method == "batch" else None,
-                    )
-                )
+            )
     rows[-1].note = (
-        f"other processes used {100 * load.share:.0f}% of the machine's CPU during the "
-        "all-core rows (they need it idle)"
+        f"all-core rows: best of {kept} rounds with the machine otherwise idle; {dropped} "
+        "rounds dropped because other processes used more than 5% of the CPU"
     )
     return rows
