@@ -10,7 +10,7 @@ import sys
 from bench.harness import Row, format_table, machine
 
 # Each topic is a module bench/compare_<topic>.py with run(quick: bool) -> list[Row].
-TOPICS: list[str] = ["revocation"]
+TOPICS: list[str] = ["sigverify", "revocation"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ this one, so the boundary stays small and readable:
 - ``_core_sigbatch.pxi``: batch Ed25519 verification and signing.
 - ``_core_pipeline.pxi``: the verification hot path over whole batches of presentations.
 - ``_core_revocation.pxi``: revocation look-ups (Bloom filter, exact tier, deltas).
+- ``_core_ed25519.pxi``: test-only entry points into the Ed25519 arithmetic.
 """
 
 cimport numpy as cnp
@@ -20,3 +21,4 @@ include "_core_sodium.pxi"
 include "_core_sigbatch.pxi"
 include "_core_pipeline.pxi"
 include "_core_revocation.pxi"
+include "_core_ed25519.pxi"

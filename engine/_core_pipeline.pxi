@@ -98,7 +98,7 @@ cdef inline bytes _bytes(const uint8_t *d, uint32_t off, Py_ssize_t n):
 
 def check_presentations(presentations, TrustTable table, int64_t now_ms,
                         int64_t freshness_ms, int64_t skew_ms, threads=None,
-                        int method=METHOD_SINGLE):
+                        int method=METHOD_AUTO):
     """Everything up to freshness for a batch of encoded presentations, in C.
 
     Returns (verdicts, details, fields): numpy uint8 arrays of verdict codes (0 for

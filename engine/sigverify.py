@@ -7,6 +7,17 @@ with one row per item (used without copying).  The result is a numpy bool array.
 Verification runs in C with the GIL released, split across ``threads`` threads
 (default: every core).  A signature that is not 64 bytes or a key that is not 32
 bytes is simply invalid for that item.
+
+Validity is the rule of docs/FORMATS.md section 7 (canonical encodings, no
+small-order A or R, S < L, the cofactored equation), whichever method is used:
+
+- ``"single"``: libsodium per item; where libsodium (which uses the stricter
+  cofactorless equation) rejects, the core's own cofactored check decides.
+- ``"batch"``: randomised batch verification: each thread checks its contiguous
+  range with one multi-scalar multiplication (sub-batches of at most 1024 items),
+  and finds bad items by bisection when the equation fails.
+- ``"auto"`` (default): ``"batch"`` where a thread's range is large enough to gain,
+  ``"single"`` otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +30,11 @@ from engine import _core
 
 __all__ = ["METHODS", "keypairs_from_seeds", "sign_batch", "verify_batch"]
 
-METHODS = {"single": _core.METHOD_SINGLE}
+METHODS = {
+    "auto": _core.METHOD_AUTO,
+    "batch": _core.METHOD_BATCH,
+    "single": _core.METHOD_SINGLE,
+}
 
 BytesColumn = Sequence[bytes] | np.ndarray
 
@@ -30,7 +45,7 @@ def verify_batch(
     public_keys: BytesColumn,
     *,
     threads: int | None = None,
-    method: str = "single",
+    method: str = "auto",
 ) -> np.ndarray:
     """ok[i] is True iff signatures[i] is valid for messages[i] under public_keys[i]."""
     try:
