@@ -1,5 +1,5 @@
-# The verification hot path: parse, trust and time checks and both signatures of a
-# whole batch of presentations in C (engine/native/presentation.c).
+# The first stage of the verification hot path: the trust list laid out for C, and the
+# strict presentation parser (engine/native/presentation.c); VerifyBatch runs them.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeASCII
@@ -94,56 +94,6 @@ cdef inline str _ascii(const uint8_t *d, uint32_t off, Py_ssize_t n):
 
 cdef inline bytes _bytes(const uint8_t *d, uint32_t off, Py_ssize_t n):
     return PyBytes_FromStringAndSize(<const char *>d + off, n)
-
-
-def check_presentations(presentations, TrustTable table, int64_t now_ms,
-                        int64_t freshness_ms, int64_t skew_ms, threads=None,
-                        int method=METHOD_AUTO):
-    """Everything up to freshness for a batch of encoded presentations, in C.
-
-    Returns (verdicts, details, fields): numpy uint8 arrays of verdict codes (0 for
-    presentations still to be checked for revocation and replay) and detail codes, and
-    for every well-formed presentation a tuple (issuer_key_id, card_number, region,
-    channel, serial, nonce, timestamp_ms, purpose, not_after), None for malformed ones.
-    """
-    cdef _Column col = _Column(presentations, "presentations")
-    cdef int nthreads = _threads_arg(threads)
-    cdef Py_ssize_t i, n = col.n
-    cdef esc_parsed *out = <esc_parsed *>malloc((n + 1) * sizeof(esc_parsed))
-    if out == NULL:
-        raise MemoryError()
-    cdef cnp.ndarray verdicts = np.empty(n, dtype=np.uint8)
-    cdef cnp.ndarray details = np.empty(n, dtype=np.uint8)
-    cdef uint8_t *vp = <uint8_t *>cnp.PyArray_DATA(verdicts)
-    cdef uint8_t *dp = <uint8_t *>cnp.PyArray_DATA(details)
-    cdef list fields = [None] * n
-    cdef const uint8_t *d
-    cdef esc_parsed *o
-    try:
-        with nogil:
-            esc_check_presentations(col.ptrs, col.lens, <size_t>n, &table.trust, now_ms,
-                                    freshness_ms, skew_ms, nthreads, method, out)
-        for i in range(n):
-            o = &out[i]
-            vp[i] = o.verdict
-            dp[i] = o.detail
-            if o.verdict == 1 or o.verdict == 0xff:
-                continue
-            d = col.ptrs[i]
-            fields[i] = (
-                _ascii(d, o.key_id, o.key_id_len),
-                _ascii(d, o.card, 9),
-                _ascii(d, o.region, 6),
-                _ascii(d, o.channel, o.channel_len),
-                _bytes(d, o.serial, 16),
-                _bytes(d, o.nonce, 16),
-                o.timestamp_ms,
-                o.purpose,
-                o.not_after,
-            )
-    finally:
-        free(out)
-    return verdicts, details, fields
 
 
 def parses(data):

@@ -3,11 +3,13 @@
     verifier = Verifier(trust_list, revocation=store, replay=MemoryReplayCache())
     results = verifier.verify(presentations, now_ms)
 
-Steps, each over the whole batch: the native core (engine._core.check_presentations)
-parses every presentation strictly, looks up its issuer, verifies both signatures of
-every presentation in one batch call and makes the issuer, channel, validity and
-freshness checks; then revocation look-ups in batches; then the replay check last, so
-that only a presentation that is otherwise OK uses up its nonce.  The verdict is the
+Stages, each over the whole batch in the native core (engine._core.VerifyBatch): parse
+every presentation strictly, look up its issuer, verify both signatures of every
+presentation in one batch call, and make the issuer, channel, validity and freshness
+checks; then the revocation look-ups, one call per id kind; then the replay check
+last, so that only a presentation that is otherwise OK uses up its nonce.  The server
+runs the same stages (``Verifier.run``) and encodes the answers in C; ``verify`` turns
+them into Python results.  The verdict is the
 lowest-numbered one that applies (engine.verdicts), and it never depends on what else
 is in the batch: every check looks at one item at a time, and the replay step takes
 items in order, exactly as one-by-one calls would.
@@ -20,11 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import numpy as np
+
 from engine import _core
-from engine import replay as replay_mod
 from engine.credentials import Presentation, Purpose
 from engine.encoding import FormatError
-from engine.replay import MemoryReplayCache, ReplayStore
+from engine.replay import MemoryReplayCache
 from engine.revocation_source import CARD, CREDENTIAL, RevocationSource
 from engine.trustlist import TrustList
 from engine.verdicts import Verdict
@@ -64,6 +67,20 @@ _DETAIL_ISSUER_STATUS, _DETAIL_ISSUER_WINDOW, _DETAIL_ISSUER_REGION, _DETAIL_CHA
 )
 _PURPOSES = {int(p): p.name.lower() for p in Purpose}
 _VERDICTS = list(Verdict)
+# Verdicts whose answer carries a reason text.
+_WITH_REASON = np.array(
+    [
+        Verdict.MALFORMED,
+        Verdict.UNKNOWN_ISSUER,
+        Verdict.ISSUER_INVALID,
+        Verdict.UNKNOWN_CHANNEL,
+        Verdict.CHANNEL_REVOKED,
+        Verdict.STALE,
+        Verdict.REVOCATION_DATA_STALE,
+        Verdict.BUSY,
+    ],
+    dtype=np.uint8,
+)
 
 
 def trust_table(trust: TrustList) -> _core.TrustTable:
@@ -88,7 +105,7 @@ class Verifier:
         trust_list: TrustList,
         *,
         revocation: RevocationSource | None = None,
-        replay: ReplayStore | None = None,
+        replay: MemoryReplayCache | None = None,
         config: VerifierConfig | None = None,
         clock: Callable[[], float] = time.time,
     ):
@@ -111,60 +128,48 @@ class Verifier:
         return int(self.clock() * 1000)
 
     def verify(self, presentations: Sequence[bytes], now_ms: int | None = None) -> list[Result]:
+        batch = _core.VerifyBatch(presentations)
+        reasons = self.run(batch, now_ms)
+        results = []
+        for i, code in enumerate(batch.verdicts().tolist()):
+            if code == 0:
+                results.append(Result(Verdict.OK, None, _claims(batch.fields(i))))
+            else:
+                results.append(Result(_VERDICTS[code], reasons.get(i)))
+        return results
+
+    def run(self, batch: _core.VerifyBatch, now_ms: int | None = None) -> dict[int, str]:
+        """Every stage over ``batch``; returns the reason texts of the items that have one."""
         now_ms = self.now_ms() if now_ms is None else now_ms
         (trust, table), revocation, cfg = self._trust, self.revocation, self.config
-        codes, details, fields = _core.check_presentations(
-            presentations, table, now_ms, cfg.freshness_ms, cfg.skew_ms, cfg.threads
-        )
-        results: list[Result | None] = [None] * len(presentations)
-        candidates: list[int] = []
-        for i, code in enumerate(codes.tolist()):
-            if code == 0:
-                candidates.append(i)
-            elif code == 0xFF:
-                results[i] = Result(Verdict.BUSY, "out of memory")
-            else:
-                reason = _reason(code, int(details[i]), fields[i], presentations[i], trust, now_ms)
-                results[i] = Result(_VERDICTS[code], reason)
-
-        # Revocation, batched per id kind.
-        if candidates and revocation is not None:
+        batch.check(table, now_ms, cfg.freshness_ms, cfg.skew_ms, cfg.threads)
+        stale_reason = None
+        if revocation is not None:
             age = now_ms / 1000 - revocation.created_at
             limit = cfg.max_revocation_age_s
+            idx, cards, serials = batch.candidates()
             if limit is not None and age > limit and not cfg.revocation_fail_open:
-                stale = Result(Verdict.REVOCATION_DATA_STALE, f"revocation data {age:.0f} s old")
-                for i in candidates:
-                    results[i] = stale
-                candidates = []
+                stale_reason = f"revocation data {age:.0f} s old"
+                batch.set_verdict(idx, Verdict.REVOCATION_DATA_STALE)
+            elif len(idx):
+                batch.set_verdict(idx[revocation.contains(CARD, cards)], Verdict.CARD_REVOKED)
+                batch.set_verdict(
+                    idx[revocation.contains(CREDENTIAL, serials)], Verdict.CREDENTIAL_REVOKED
+                )
+        batch.replay(self.replay, now_ms, cfg.freshness_ms + cfg.skew_ms)
+        reasons = {}
+        codes = batch.verdicts()
+        for i in np.flatnonzero(np.isin(codes, _WITH_REASON)).tolist():
+            code = int(codes[i])
+            if code == Verdict.REVOCATION_DATA_STALE:
+                reasons[i] = stale_reason
+            elif code == Verdict.BUSY:
+                reasons[i] = "replay cache full"
             else:
-                cards = revocation.contains(CARD, [fields[i][1].encode() for i in candidates])
-                creds = revocation.contains(CREDENTIAL, [fields[i][4] for i in candidates])
-                kept = []
-                for j, i in enumerate(candidates):
-                    if cards[j]:
-                        results[i] = Result(Verdict.CARD_REVOKED)
-                    elif creds[j]:
-                        results[i] = Result(Verdict.CREDENTIAL_REVOKED)
-                    else:
-                        kept.append(i)
-                candidates = kept
-
-        # Replay, in batch order; only otherwise-OK presentations use their nonce.
-        if candidates:
-            horizon = cfg.freshness_ms + cfg.skew_ms
-            states = self.replay.check_and_record(
-                [fields[i][4] + fields[i][5] for i in candidates],
-                [fields[i][6] + horizon for i in candidates],
-                now_ms,
-            )
-            for i, state in zip(candidates, states):
-                if state == replay_mod.FRESH:
-                    results[i] = Result(Verdict.OK, None, _claims(fields[i]))
-                elif state == replay_mod.REPLAYED:
-                    results[i] = Result(Verdict.REPLAYED)
-                else:
-                    results[i] = Result(Verdict.BUSY, "replay cache full")
-        return results  # type: ignore[return-value]
+                reasons[i] = _reason(
+                    code, batch.detail(i), batch.fields(i), batch.presentation(i), trust, now_ms
+                )
+        return reasons
 
 
 def _claims(f: tuple) -> dict:
