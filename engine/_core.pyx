@@ -11,6 +11,7 @@ this one, so the boundary stays small and readable:
 - ``_core_pipeline.pxi``: the verification hot path over whole batches of presentations.
 - ``_core_revocation.pxi``: revocation look-ups (Bloom filter, exact tier, deltas).
 - ``_core_ed25519.pxi``: test-only entry points into the Ed25519 arithmetic.
+- ``_core_wire.pxi``: the request/response codec of the hot path (test entry points).
 """
 
 cimport numpy as cnp
@@ -22,3 +23,4 @@ include "_core_sigbatch.pxi"
 include "_core_pipeline.pxi"
 include "_core_revocation.pxi"
 include "_core_ed25519.pxi"
+include "_core_wire.pxi"
