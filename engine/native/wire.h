@@ -59,8 +59,8 @@ typedef struct {
 
 /* Upper bound of the bytes esc_encode_* write for these results (reasons included):
  * is_batch: one batch response of the n results; otherwise n verify responses, one
- * per result (frames written back to back).  Exact; SIZE_MAX when a result cannot be
- * encoded (see below). */
+ * per result (frames written back to back).  Exact but for the id, counted at its
+ * widest (9 bytes); SIZE_MAX when a result cannot be encoded (see below). */
 size_t esc_response_bound(const esc_result *results, size_t n, int is_batch);
 
 /* Writes one complete frame (4-byte big-endian length + msgpack map) to out and returns
