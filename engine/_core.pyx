@@ -12,6 +12,7 @@ this one, so the boundary stays small and readable:
 - ``_core_batch.pxi``: a batch's verdicts stage by stage, and the one-time-nonce table.
 - ``_core_revocation.pxi``: revocation look-ups (Bloom filter, exact tier, deltas).
 - ``_core_ed25519.pxi``: test-only entry points into the Ed25519 arithmetic.
+- ``_core_wire.pxi``: the request/response codec of the hot path (test entry points).
 """
 
 cimport numpy as cnp
@@ -24,3 +25,4 @@ include "_core_pipeline.pxi"
 include "_core_batch.pxi"
 include "_core_revocation.pxi"
 include "_core_ed25519.pxi"
+include "_core_wire.pxi"
