@@ -22,7 +22,7 @@ cnp.import_array()
 include "_core_sodium.pxi"
 include "_core_sigbatch.pxi"
 include "_core_pipeline.pxi"
+include "_core_wire.pxi"
 include "_core_batch.pxi"
 include "_core_revocation.pxi"
 include "_core_ed25519.pxi"
-include "_core_wire.pxi"

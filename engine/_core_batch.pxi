@@ -6,6 +6,7 @@
 # (engine/native/replay_table.c).  No stage creates a Python object per presentation.
 
 from cpython.bytes cimport PyBytes_AS_STRING
+from libc.string cimport strlen
 
 cdef extern from "native/replay_table.h" nogil:
     ctypedef struct esc_replay_table:
@@ -18,6 +19,7 @@ cdef extern from "native/replay_table.h" nogil:
     size_t esc_replay_live(esc_replay_table *t, uint64_t now_ms)
 
 cdef enum:
+    _VERDICT_OK = 0
     _VERDICT_REPLAYED = 14
     _VERDICT_BUSY = 15
     _REPLAY_SEEN = 1
@@ -69,12 +71,26 @@ cdef class ReplayTable:
         return esc_replay_check(&self.table, keys, expires, n, now_ms, states)
 
 
+cdef struct _Request:
+    uint64_t id
+    uint32_t slot  # the connection it came on
+    uint32_t first, count  # its presentations: items [first, first + count)
+    uint8_t is_batch
+    double arrival
+
+
 cdef class VerifyBatch:
     """Presentations verified together; the verdicts fill in stage by stage.
 
     Verdict 0 means "not failed yet" until the replay stage, after which it is OK.
+    In the server a batch also records the requests its presentations came in
+    (``add_frames``, ``add_request``) and encodes their responses (``encode``).
     """
     cdef list keep  # the objects that own the presentation bytes
+    cdef _Request *reqs
+    cdef Py_ssize_t nreq, reqcap
+    cdef readonly list contexts  # per request: its context map or None (add_request only)
+    cdef readonly double first_arrival
     cdef const uint8_t **ptrs
     cdef size_t *lens
     cdef esc_parsed *parsed
@@ -84,12 +100,14 @@ cdef class VerifyBatch:
 
     def __cinit__(self, presentations=()):
         self.keep = []
+        self.contexts = []
         self.n = 0
         self.cap = 0
         self._reserve(len(presentations))
         self.add(presentations)
 
     def __dealloc__(self):
+        free(self.reqs)
         free(self.ptrs)
         free(self.lens)
         free(self.parsed)
@@ -152,7 +170,9 @@ cdef class VerifyBatch:
         return self.parsed[i].detail
 
     def presentation(self, Py_ssize_t i):
-        return self.keep[i]
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return _bytes(self.ptrs[i], 0, self.lens[i])
 
     def candidates(self):
         """(indices, card numbers as S9, serials as S16) of the items still without a verdict."""
@@ -241,6 +261,237 @@ cdef class VerifyBatch:
             o.purpose,
             o.not_after,
         )
+
+
+    # --- the server's side ----------------------------------------------------------
+
+    @property
+    def requests(self):
+        return self.nreq
+
+    cdef int _add_request(self, uint64_t rid, uint32_t slot, uint8_t is_batch, uint32_t count,
+                          double now) except -1:
+        if self.nreq == self.reqcap:
+            self.reqcap = max(16, 2 * self.reqcap)
+            self.reqs = <_Request *>_grow(self.reqs, self.reqcap * sizeof(_Request))
+        if self.nreq == 0:
+            self.first_arrival = now
+        self.reqs[self.nreq].id = rid
+        self.reqs[self.nreq].slot = slot
+        self.reqs[self.nreq].first = <uint32_t>self.n
+        self.reqs[self.nreq].count = count
+        self.reqs[self.nreq].is_batch = is_batch
+        self.reqs[self.nreq].arrival = now
+        self.nreq += 1
+        return 0
+
+    def add_request(self, uint32_t slot, uint64_t rid, bint is_batch, presentations,
+                    double now, context=None):
+        """One verify (one presentation) or verify_batch request parsed in Python."""
+        if self.checked:
+            raise RuntimeError("the batch has already been checked")
+        self._add_request(rid, slot, is_batch, <uint32_t>len(presentations), now)
+        self.contexts.append(context)
+        self.add(presentations)
+
+    def add_frames(self, uint32_t slot, list payloads, Py_ssize_t start, double now,
+                   Py_ssize_t item_limit, Py_ssize_t conn_budget, Py_ssize_t server_budget,
+                   uint32_t max_items):
+        """Takes the verify and verify_batch requests of payloads[start:] in C.
+
+        Stops before the batch would hold more than ``item_limit`` presentations
+        (but always takes at least one request).  A request beyond what the connection
+        or the server may still have in flight (``conn_budget``, ``server_budget``,
+        decreasing as requests are taken) is answered BUSY at once.  Returns
+        (next index, presentations taken, indexes of payloads left to the Python path,
+        BUSY response frames as bytes, presentations answered BUSY).
+        """
+        cdef Py_ssize_t i = start, taken = 0, busy_items = 0, n_payloads = len(payloads)
+        cdef list slow = []
+        cdef bytearray busy = bytearray()
+        cdef object payload
+        cdef const uint8_t *p
+        cdef esc_request req
+        cdef uint32_t j
+        cdef const char *why
+        if self.checked:
+            raise RuntimeError("the batch has already been checked")
+        cdef uint32_t *off = <uint32_t *>malloc((<size_t>max_items + 1) * sizeof(uint32_t))
+        cdef uint32_t *ln = <uint32_t *>malloc((<size_t>max_items + 1) * sizeof(uint32_t))
+        try:
+            if off == NULL or ln == NULL:
+                raise MemoryError()
+            while i < n_payloads:
+                payload = payloads[i]
+                p = <const uint8_t *>PyBytes_AS_STRING(payload)
+                if not esc_parse_verify_request(p, <size_t>PyBytes_GET_SIZE(payload),
+                                                max_items, &req, off, ln):
+                    slow.append(i)
+                    i += 1
+                    continue
+                if req.n_items > conn_budget - taken or req.n_items > server_budget - taken:
+                    why = (b"connection in-flight limit" if req.n_items > conn_budget - taken
+                           else b"server in-flight limit")
+                    busy += _busy_frame(req.id, req.is_batch, req.n_items, why)
+                    busy_items += req.n_items
+                    i += 1
+                    continue
+                if self.nreq and self.n + req.n_items > item_limit:
+                    break
+                self._add_request(req.id, slot, req.is_batch, req.n_items, now)
+                self.contexts.append(None)
+                self._reserve(req.n_items)
+                for j in range(req.n_items):
+                    self.ptrs[self.n] = p + off[j]
+                    self.lens[self.n] = ln[j]
+                    self.n += 1
+                self.keep.append(payload)
+                taken += req.n_items
+                i += 1
+        finally:
+            free(off)
+            free(ln)
+        return i, taken, slow, bytes(busy), busy_items
+
+    def arrivals(self):
+        """Arrival time of each request (numpy float64, in request order)."""
+        out = np.empty(self.nreq, dtype=np.float64)
+        cdef double *op = <double *>cnp.PyArray_DATA(out)
+        cdef Py_ssize_t r
+        for r in range(self.nreq):
+            op[r] = self.reqs[r].arrival
+        return out
+
+    def request_verdicts(self, Py_ssize_t r):
+        """(connection slot, request id, verdict codes) of request r (audit logging)."""
+        cdef _Request *q = &self.reqs[r]
+        return q.slot, q.id, [self.verdict[q.first + k] for k in range(q.count)]
+
+    def encode(self, dict reasons):
+        """The responses, grouped per connection: a list of (slot, frames, presentations).
+
+        ``reasons`` maps item index to a UTF-8 reason (bytes); OK items carry their
+        claims, read straight from the presentation bytes.
+        """
+        cdef Py_ssize_t i, r, k
+        cdef esc_result *res = <esc_result *>malloc((self.n + 1) * sizeof(esc_result))
+        cdef esc_claims *cl = <esc_claims *>malloc((self.n + 1) * sizeof(esc_claims))
+        cdef Py_ssize_t *order = <Py_ssize_t *>malloc((self.nreq + 1) * sizeof(Py_ssize_t))
+        cdef esc_parsed *o
+        cdef const uint8_t *d
+        cdef _Request *q
+        cdef object reason
+        cdef list out = []
+        cdef size_t size, used
+        cdef uint32_t slot
+        cdef Py_ssize_t items
+        cdef bytes frames
+        cdef uint8_t *w
+        try:
+            if res == NULL or cl == NULL or order == NULL:
+                raise MemoryError()
+            for i in range(self.n):
+                res[i].verdict = self.verdict[i]
+                res[i].reason = NULL
+                res[i].reason_len = 0
+                res[i].claims = NULL
+                if self.verdict[i] == _VERDICT_OK:
+                    o = &self.parsed[i]
+                    d = self.ptrs[i]
+                    cl[i].card_number = d + o.card
+                    cl[i].region = d + o.region
+                    cl[i].channel = d + o.channel
+                    cl[i].channel_len = o.channel_len
+                    cl[i].issuer = d + o.key_id
+                    cl[i].issuer_len = o.key_id_len
+                    cl[i].serial = d + o.serial
+                    cl[i].purpose = o.purpose
+                    cl[i].presented_at_ms = o.timestamp_ms
+                    cl[i].valid_until = o.not_after
+                    res[i].claims = &cl[i]
+            for i, reason in reasons.items():
+                if not 0 <= i < self.n:
+                    raise IndexError(i)
+                res[i].reason = PyBytes_AS_STRING(reason)
+                res[i].reason_len = <size_t>PyBytes_GET_SIZE(reason)
+            # Requests grouped by connection, in arrival order within each.
+            for r in range(self.nreq):
+                order[r] = r
+            _sort_by_slot(order, self.nreq, self.reqs)
+            r = 0
+            while r < self.nreq:
+                slot = self.reqs[order[r]].slot
+                size = 0
+                items = 0
+                k = r
+                while k < self.nreq and self.reqs[order[k]].slot == slot:
+                    q = &self.reqs[order[k]]
+                    size += esc_response_bound(res + q.first, q.count, q.is_batch)
+                    items += q.count
+                    k += 1
+                # The bound assumes the widest ids; the frames are cut to what was written.
+                w = <uint8_t *>malloc(size + 1)
+                if w == NULL:
+                    raise MemoryError()
+                used = 0
+                while r < k:
+                    q = &self.reqs[order[r]]
+                    if q.is_batch:
+                        used += esc_encode_batch_response(w + used, size - used, q.id,
+                                                          res + q.first, q.count)
+                    else:
+                        used += esc_encode_verify_response(w + used, size - used, q.id,
+                                                           res + q.first)
+                    r += 1
+                frames = PyBytes_FromStringAndSize(<const char *>w, used)
+                free(w)
+                out.append((slot, frames, items))
+        finally:
+            free(res)
+            free(cl)
+            free(order)
+        return out
+
+
+cdef bytes _busy_frame(uint64_t rid, uint8_t is_batch, uint32_t count, const char *why):
+    """BUSY for every presentation of a request the limits do not let in."""
+    cdef esc_result *res = <esc_result *>malloc((count + 1) * sizeof(esc_result))
+    cdef uint32_t k
+    cdef size_t size
+    cdef uint8_t *w = NULL
+    if res == NULL:
+        raise MemoryError()
+    try:
+        for k in range(count):
+            res[k].verdict = _VERDICT_BUSY
+            res[k].reason = why
+            res[k].reason_len = strlen(why)
+            res[k].claims = NULL
+        size = esc_response_bound(res, count if is_batch else 1, is_batch)
+        w = <uint8_t *>malloc(size + 1)
+        if w == NULL:
+            raise MemoryError()
+        if is_batch:
+            size = esc_encode_batch_response(w, size, rid, res, count)
+        else:
+            size = esc_encode_verify_response(w, size, rid, res)
+        return PyBytes_FromStringAndSize(<const char *>w, size)
+    finally:
+        free(res)
+        free(w)
+
+
+cdef void _sort_by_slot(Py_ssize_t *order, Py_ssize_t n, const _Request *reqs) noexcept:
+    """Stable insertion sort of request indexes by connection slot; a batch holds few
+    connections, mostly already grouped, so this is close to linear."""
+    cdef Py_ssize_t i, j, v
+    for i in range(1, n):
+        v = order[i]
+        j = i - 1
+        while j >= 0 and reqs[order[j]].slot > reqs[v].slot:
+            order[j + 1] = order[j]
+            j -= 1
+        order[j + 1] = v
 
 
 cdef void *_grow(void *p, size_t size) except NULL:

@@ -16,8 +16,10 @@ paused (its transport stops reading) instead of being buffered without bound.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -56,6 +58,7 @@ class Connection(asyncio.Protocol):
         "partial_since",
         "peer",
         "server",
+        "slot",
         "transport",
     )
 
@@ -69,6 +72,7 @@ class Connection(asyncio.Protocol):
         self.last_frame = server.loop.time()
         self.partial_since: float | None = None
         self.peer = ""
+        self.slot = server.new_slot()  # how batches name this connection
 
     # asyncio callbacks
 
@@ -170,8 +174,10 @@ class Server:
         self.metrics = ServerMetrics()
         self.connections: set[Connection] = set()
         self.in_flight = 0
-        self.pending: list[tuple[Connection, proto.Request, float]] = []
-        self.pending_count = 0
+        self.by_slot: dict[int, Connection] = {}
+        self._slots = itertools.count()
+        self._filling = _core.VerifyBatch()  # taking requests now
+        self._ready: collections.deque[_core.VerifyBatch] = collections.deque()  # full
         self.busy_workers = 0
         self.draining = False
         self.started_at = time.time()
@@ -277,14 +283,19 @@ class Server:
 
     # --- connections --------------------------------------------------------------------
 
+    def new_slot(self) -> int:
+        return next(self._slots)
+
     def connection_made(self, conn: Connection) -> None:
         if self.draining or len(self.connections) >= self.cfg.server.max_connections:
             conn.close_with_error(proto.SERVER_FULL, "connection limit reached or draining")
             return
         self.connections.add(conn)
+        self.by_slot[conn.slot] = conn
 
     def connection_lost(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        self.by_slot.pop(conn.slot, None)
 
     async def _sweep(self) -> None:
         """Closes idle connections and those stuck in the middle of a frame."""
@@ -306,12 +317,47 @@ class Server:
     # --- requests -----------------------------------------------------------------------
 
     def handle_frames(self, conn: Connection, frames: list[bytes], now: float) -> None:
+        """Verify requests go into the filling batch in C (the fast path); everything
+        else, and verify requests the fast path declines, through parse_request."""
+        s, b = self.cfg.server, self.cfg.batching
+        if self.draining or self.cfg.log.audit:
+            # Draining answers BUSY; audit logging needs each request's context.
+            self._slow_frames(conn, frames, range(len(frames)), now)
+            self._schedule()
+            return
+        i = 0
+        while i < len(frames) and not conn.closed:
+            batch = self._filling
+            i, taken, slow, busy, busy_items = batch.add_frames(
+                conn.slot,
+                frames,
+                i,
+                now,
+                b.max_batch,
+                s.max_in_flight_per_connection - conn.in_flight,
+                s.max_in_flight - self.in_flight,
+                s.max_batch_items,
+            )
+            if taken:
+                conn.in_flight += taken
+                self.in_flight += taken
+                self._idle.clear()
+            if busy:
+                conn.send(busy)
+                self._count_busy(busy_items, "in-flight limit")
+            if slow:
+                self._slow_frames(conn, frames, slow, now)
+            if len(self._filling) >= b.max_batch:
+                self._seal()
+        self._schedule()
+
+    def _slow_frames(self, conn: Connection, frames: list[bytes], which, now: float) -> None:
         max_items = self.cfg.server.max_batch_items
-        for payload in frames:
+        for k in which:
             if conn.closed:
                 return
             try:
-                req = proto.parse_request(payload, max_items)
+                req = proto.parse_request(frames[k], max_items)
             except proto.RequestError as err:
                 conn.request_error(err)
                 continue
@@ -338,105 +384,108 @@ class Server:
             conn.in_flight += n
             self.in_flight += n
             self._idle.clear()
-            self.pending.append((conn, req, now))
-            self.pending_count += n
-            self._schedule()
+            self._filling.add_request(
+                conn.slot,
+                req.id,
+                req.type == proto.VERIFY_BATCH,
+                req.presentations,
+                now,
+                req.context,
+            )
+            if len(self._filling) >= self.cfg.batching.max_batch:
+                self._seal()
             return
         conn.send(proto.busy_response(req.id, req.type, n, reason))
+        self._count_busy(n, reason)
+
+    def _count_busy(self, n: int, reason: str) -> None:
         self.metrics.busy.labels(reason).inc(n)
         self.metrics.requests.labels(Verdict.BUSY.name).inc(n)
         _busy_log(logging.WARNING, "busy", reason=reason, in_flight=self.in_flight)
 
+    def _seal(self) -> None:
+        self._ready.append(self._filling)
+        self._filling = _core.VerifyBatch()
+
     def _schedule(self) -> None:
-        """Hands batches to free workers: full ones at once, others when their time is up."""
+        """Hands batches to free workers: full ones at once, the filling one when its
+        oldest request's time is up (or when draining)."""
         b = self.cfg.batching
-        while self.pending and self.busy_workers < b.workers:
-            if self.pending_count < b.max_batch and not self.draining:
-                due = self.pending[0][2] + b.latency_budget_ms / 1000
-                if self.loop.time() < due:
+        while self.busy_workers < b.workers:
+            if not self._ready:
+                if not len(self._filling):
+                    return
+                due = self._filling.first_arrival + b.latency_budget_ms / 1000
+                if not self.draining and self.loop.time() < due:
                     if self._timer is None:
                         self._timer = self.loop.call_at(due, self._on_timer)
                     return
-            self._dispatch()
+                self._seal()
+            self._dispatch(self._ready.popleft())
 
     def _on_timer(self) -> None:
         self._timer = None
         self._schedule()
 
-    def _dispatch(self) -> None:
-        max_batch = self.cfg.batching.max_batch
-        taken, count = 0, 0
-        pending = self.pending
-        while taken < len(pending) and count < max_batch:
-            count += len(pending[taken][1].presentations)
-            taken += 1
-        batch = pending[:taken]
-        del pending[:taken]
-        self.pending_count -= count
-        if not pending and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        presentations = [p for _, req, _ in batch for p in req.presentations]
+    def _dispatch(self, batch: _core.VerifyBatch) -> None:
         self.busy_workers += 1
-        future = self.loop.run_in_executor(self._executor, self.verifier.verify, presentations)
-        future.add_done_callback(partial(self._deliver, batch, count))
+        future = self.loop.run_in_executor(self._executor, self._process, batch)
+        future.add_done_callback(partial(self._deliver, batch))
 
-    def _deliver(self, batch, count: int, future: asyncio.Future) -> None:
+    def _process(self, batch: _core.VerifyBatch) -> list:
+        """In a worker thread: every stage, then the responses encoded in C."""
+        reasons = self.verifier.run(batch)
+        return batch.encode({i: r.encode() for i, r in reasons.items() if r})
+
+    def _deliver(self, batch: _core.VerifyBatch, future: asyncio.Future) -> None:
         self.busy_workers -= 1
+        count = len(batch)
         try:
-            results = future.result()
+            outputs = future.result()
         except Exception:  # a bug must cost one batch, never the server
             logging.getLogger(logs.LOGGER).exception("batch_failed", extra={"fields": {}})
-            results = None
-        now = self.loop.time()
-        frames: dict[Connection, list[bytes]] = {}
-        latencies = np.empty(len(batch))
-        codes = np.empty(count, dtype=np.intp)
-        audit = self.cfg.log.audit
-        k = 0
-        for j, (conn, req, arrived) in enumerate(batch):
-            n = len(req.presentations)
-            conn.in_flight -= n
-            latencies[j] = now - arrived
-            if results is None:
-                frame = proto.error_response(req.id, proto.INTERNAL_ERROR, "verification failed")
-                codes[k : k + n] = Verdict.BUSY
-            elif req.type == proto.VERIFY:
-                r = results[k]
-                codes[k] = r.verdict
-                frame = proto.verify_response(req.id, r.verdict, r.reason, r.claims)
-            else:
-                part = results[k : k + n]
-                codes[k : k + n] = [r.verdict for r in part]
-                frame = proto.batch_response(req.id, [proto.result_map(*r) for r in part])
-            if audit:
-                self._audit(conn, req, codes[k : k + n], latencies[j])
-            k += n
-            if not conn.closed:
-                frames.setdefault(conn, []).append(frame)
+            outputs = self._internal_errors(batch)
         # Metrics first: whoever reads them after seeing a response sees it counted.
-        self.metrics.count_verdicts(codes)
-        self.metrics.latency.observe(latencies)
+        now = self.loop.time()
+        self.metrics.count_verdicts(batch.verdicts())
+        self.metrics.latency.observe(now - batch.arrivals())
         self.metrics.batch_size.observe(np.array([count], dtype=np.float64))
+        if self.cfg.log.audit:
+            self._audit(batch, now)
         self.in_flight -= count
-        for conn, out in frames.items():
-            conn.send(out[0] if len(out) == 1 else b"".join(out))
+        for slot, frames, items in outputs:
+            conn = self.by_slot.get(slot)
+            if conn is not None:
+                conn.in_flight -= items
+                conn.send(frames)
         if self.in_flight == 0:
             self._idle.set()
         self._schedule()
 
-    def _audit(self, conn: Connection, req: proto.Request, codes, latency: float) -> None:
-        ctx = req.context or {}
-        _log(
-            logging.INFO,
-            "verified",
-            peer=conn.peer,
-            request_id=req.id,
-            merchant_id=ctx.get("merchant_id"),
-            terminal_id=ctx.get("terminal_id"),
-            verdicts=[Verdict(c).name for c in codes],
-            latency_ms=round(latency * 1000, 3),
-        )
+    def _internal_errors(self, batch: _core.VerifyBatch) -> list:
+        out = []
+        for r in range(batch.requests):
+            slot, rid, codes = batch.request_verdicts(r)
+            frame = proto.error_response(rid, proto.INTERNAL_ERROR, "verification failed")
+            out.append((slot, frame, len(codes)))
+        return out
+
+    def _audit(self, batch: _core.VerifyBatch, now: float) -> None:
+        arrivals = batch.arrivals()
+        for r in range(batch.requests):
+            slot, rid, codes = batch.request_verdicts(r)
+            conn = self.by_slot.get(slot)
+            ctx = batch.contexts[r] or {}
+            _log(
+                logging.INFO,
+                "verified",
+                peer=conn.peer if conn is not None else None,
+                request_id=rid,
+                merchant_id=ctx.get("merchant_id"),
+                terminal_id=ctx.get("terminal_id"),
+                verdicts=[Verdict(c).name for c in codes],
+                latency_ms=round((now - arrivals[r]) * 1000, 3),
+            )
 
     def _revocation_check(self, conn: Connection, req: proto.Request) -> None:
         store = self.verifier.revocation
