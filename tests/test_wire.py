@@ -455,13 +455,13 @@ def mutated(draw):
     return bytes(buf), max_items
 
 
-@settings(SETTINGS, max_examples=800)
+@settings(SETTINGS, max_examples=600)
 @given(case=mutated())
 def test_mutations(case):
     check(*case)
 
 
-@settings(SETTINGS, max_examples=1000)
+@settings(SETTINGS, max_examples=600)
 @given(payload=st.binary(max_size=200), max_items=st.integers(0, 4))
 def test_random_bytes(payload, max_items):
     check(payload, max_items)

@@ -229,7 +229,8 @@ static int skip(rd *r, int depth) {
     }
 }
 
-static inline __attribute__((always_inline)) int str_is(const rd *r, const hdr *h, const char *s, size_t n) {
+static inline __attribute__((always_inline)) int str_is(const rd *r, const hdr *h,
+                                                        const char *s, size_t n) {
     return h->t == T_STR && h->v == n && memcmp(r->p + h->off, s, n) == 0;
 }
 #define STR_IS(r, h, lit) str_is((r), (h), lit, sizeof(lit) - 1)
@@ -306,7 +307,7 @@ static int parse_context(rd *r, esc_request *req) {
 
 int esc_parse_verify_request(const uint8_t *payload, size_t len, uint32_t max_items,
                              esc_request *req, uint32_t *item_off, uint32_t *item_len) {
-    if (!payload || !req || len > UINT32_MAX)
+    if (!payload || !req || !item_off || !item_len || len > UINT32_MAX)
         return 0;
     rd r = {payload, len, 0};
     hdr h;
