@@ -135,10 +135,26 @@ static int read_hdr(rd *r, hdr *h) {
 }
 
 /* Strict UTF-8 as Python's decoder checks it: no overlong forms, no surrogates,
- * nothing above U+10FFFF. */
+ * nothing above U+10FFFF.  ASCII, the common case, goes 8 bytes at a time. */
 static int utf8_valid(const uint8_t *s, size_t n) {
+    if (n <= 16) { /* keys and short values: one pass, no branches per byte */
+        uint8_t any = 0;
+        for (size_t j = 0; j < n; j++)
+            any |= s[j];
+        if (!(any & 0x80))
+            return 1;
+    }
     size_t i = 0;
     while (i < n) {
+        while (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ull)
+                break;
+            i += 8;
+        }
+        if (i == n)
+            break;
         uint8_t c = s[i];
         if (c < 0x80) {
             i++;
@@ -213,23 +229,26 @@ static int skip(rd *r, int depth) {
     }
 }
 
-static inline int str_is(const rd *r, const hdr *h, const char *s, size_t n) {
+static inline __attribute__((always_inline)) int str_is(const rd *r, const hdr *h,
+                                                        const char *s, size_t n) {
     return h->t == T_STR && h->v == n && memcmp(r->p + h->off, s, n) == 0;
 }
 #define STR_IS(r, h, lit) str_is((r), (h), lit, sizeof(lit) - 1)
 
-/* context values: parse_request's [A-Za-z0-9._:-]{1,64}\Z. */
+/* context values: parse_request's [A-Za-z0-9._:-]{1,64}\Z, as bitmaps of the
+ * characters 0-63 ("-", ".", digits, ":") and 64-127 (letters, "_"). */
 static int context_value_ok(const uint8_t *s, size_t n) {
+    static const uint64_t LOW = 1ull << '-' | 1ull << '.' | 0x3ffull << '0' | 1ull << ':';
+    static const uint64_t HIGH = 0x3ffffffull << ('A' - 64) | 1ull << ('_' - 64) |
+                                 0x3ffffffull << ('a' - 64);
     if (n < 1 || n > 64)
         return 0;
+    uint64_t ok = 1;
     for (size_t i = 0; i < n; i++) {
         uint8_t c = s[i];
-        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '_' || c == ':' || c == '-';
-        if (!ok)
-            return 0;
+        ok &= (uint64_t)(c < 128) & ((c & 64 ? HIGH : LOW) >> (c & 63));
     }
-    return 1;
+    return (int)ok;
 }
 
 /* --- parsing requests ----------------------------------------------------------------- */
@@ -237,17 +256,20 @@ static int context_value_ok(const uint8_t *s, size_t n) {
 enum { K_ID, K_TYPE, K_PRESENTATION, K_PRESENTATIONS, K_CONTEXT, K_COUNT };
 
 static int known_key(const rd *r, const hdr *k) {
-    if (STR_IS(r, k, "id"))
-        return K_ID;
-    if (STR_IS(r, k, "type"))
-        return K_TYPE;
-    if (STR_IS(r, k, "presentation"))
-        return K_PRESENTATION;
-    if (STR_IS(r, k, "presentations"))
-        return K_PRESENTATIONS;
-    if (STR_IS(r, k, "context"))
-        return K_CONTEXT;
-    return -1;
+    switch (k->v) { /* by length first: most keys are then one compare away */
+    case 2:
+        return STR_IS(r, k, "id") ? K_ID : -1;
+    case 4:
+        return STR_IS(r, k, "type") ? K_TYPE : -1;
+    case 7:
+        return STR_IS(r, k, "context") ? K_CONTEXT : -1;
+    case 12:
+        return STR_IS(r, k, "presentation") ? K_PRESENTATION : -1;
+    case 13:
+        return STR_IS(r, k, "presentations") ? K_PRESENTATIONS : -1;
+    default:
+        return -1;
+    }
 }
 
 /* The context value at r->pos: nil, or a map of merchant_id / terminal_id str. */
@@ -285,7 +307,7 @@ static int parse_context(rd *r, esc_request *req) {
 
 int esc_parse_verify_request(const uint8_t *payload, size_t len, uint32_t max_items,
                              esc_request *req, uint32_t *item_off, uint32_t *item_len) {
-    if (!payload || !req || len > UINT32_MAX)
+    if (!payload || !req || !item_off || !item_len || len > UINT32_MAX)
         return 0;
     rd r = {payload, len, 0};
     hdr h;
