@@ -10,6 +10,7 @@ this one, so the boundary stays small and readable:
 - ``_core_sigbatch.pxi``: batch Ed25519 verification and signing.
 - ``_core_pipeline.pxi``: the verification hot path over whole batches of presentations.
 - ``_core_batch.pxi``: a batch's verdicts stage by stage, and the one-time-nonce table.
+- ``_core_framing.pxi``: splitting a connection's byte stream into frames.
 - ``_core_revocation.pxi``: revocation look-ups (Bloom filter, exact tier, deltas).
 - ``_core_ed25519.pxi``: test-only entry points into the Ed25519 arithmetic.
 - ``_core_wire.pxi``: the request/response codec of the hot path (test entry points).
@@ -24,5 +25,6 @@ include "_core_sigbatch.pxi"
 include "_core_pipeline.pxi"
 include "_core_wire.pxi"
 include "_core_batch.pxi"
+include "_core_framing.pxi"
 include "_core_revocation.pxi"
 include "_core_ed25519.pxi"

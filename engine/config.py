@@ -49,10 +49,10 @@ class ServerSection:
 
 @dataclasses.dataclass
 class BatchingSection:
-    max_batch: int = 64  # presentations per native batch
+    max_batch: int = 128  # presentations per native batch
     latency_budget_ms: float = 1.0  # the oldest request waits at most this for its batch
-    workers: int = 2  # batches verified concurrently
-    threads: int = 0  # native threads per batch; 0: every core
+    workers: int = 0  # batches verified concurrently; 0: one per core
+    threads: int = 1  # native threads per batch; 0: every core
 
 
 @dataclasses.dataclass
@@ -127,7 +127,6 @@ class Config:
             "server.drain_timeout_s": s.drain_timeout_s,
             "server.max_protocol_errors": s.max_protocol_errors,
             "batching.max_batch": b.max_batch,
-            "batching.workers": b.workers,
             "verification.freshness_ms": self.verification.freshness_ms,
             "verification.replay_capacity": self.verification.replay_capacity,
         }

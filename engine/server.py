@@ -182,8 +182,9 @@ class Server:
         self.draining = False
         self.started_at = time.time()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.workers = cfg.batching.workers or _core.cpu_count()
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            cfg.batching.workers, thread_name_prefix="essc-verify"
+            self.workers, thread_name_prefix="essc-verify"
         )
         self._timer: asyncio.TimerHandle | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -411,7 +412,7 @@ class Server:
         """Hands batches to free workers: full ones at once, the filling one when its
         oldest request's time is up (or when draining)."""
         b = self.cfg.batching
-        while self.busy_workers < b.workers:
+        while self.busy_workers < self.workers:
             if not self._ready:
                 if not len(self._filling):
                     return
