@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +21,7 @@ def test_any_split_gives_the_same_frames(payloads, cuts):
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     decoder = FrameDecoder(1 << 20)
     got = []
-    for a, b in zip(points, points[1:]):
+    for a, b in itertools.pairwise(points):
         got += decoder.feed(stream[a:b])
     assert got == payloads
     assert decoder.pending == 0
