@@ -262,9 +262,7 @@ cdef class VerifyBatch:
             o.not_after,
         )
 
-
     # --- the server's side ----------------------------------------------------------
-
     @property
     def requests(self):
         return self.nreq
