@@ -6,7 +6,7 @@
 # (engine/native/replay_table.c).  No stage creates a Python object per presentation.
 
 from cpython.bytes cimport PyBytes_AS_STRING
-from libc.string cimport strlen
+from libc.string cimport memset, strlen
 
 cdef extern from "native/replay_table.h" nogil:
     ctypedef struct esc_replay_table:
@@ -165,6 +165,33 @@ cdef class VerifyBatch:
         if self.n:
             memcpy(<uint8_t *>cnp.PyArray_DATA(out), self.verdict, self.n)
         return out
+
+    def verdict_counts(self):
+        """How many items have each verdict: a list indexed by verdict code (0-255)."""
+        cdef Py_ssize_t counts[256]
+        cdef Py_ssize_t i
+        memset(counts, 0, sizeof(counts))
+        for i in range(self.n):
+            counts[self.verdict[i]] += 1
+        return [counts[i] for i in range(256)]
+
+    def with_verdicts(self, const uint8_t[::1] codes not None):
+        """Indexes of the items whose verdict is one of ``codes`` (a short list)."""
+        cdef bint wanted[256]
+        cdef Py_ssize_t i
+        cdef list out = []
+        memset(wanted, 0, sizeof(wanted))
+        for i in range(codes.shape[0]):
+            wanted[codes[i]] = True
+        for i in range(self.n):
+            if wanted[self.verdict[i]]:
+                out.append(i)
+        return out
+
+    def verdict_of(self, Py_ssize_t i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.verdict[i]
 
     def detail(self, Py_ssize_t i):
         return self.parsed[i].detail

@@ -7,6 +7,7 @@ cost the hot path almost nothing.
 
 from __future__ import annotations
 
+import bisect
 import threading
 
 import numpy as np
@@ -51,10 +52,17 @@ class ArrayHistogram:
         self.name = name
         self.documentation = documentation
         self.edges = np.asarray(buckets, dtype=np.float64)
+        self.edges_list = list(buckets)
         self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)
         self._sum = 0.0
         self._lock = threading.Lock()
         registry.register(self)
+
+    def observe_one(self, value: float) -> None:
+        i = bisect.bisect_left(self.edges_list, value)
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += value
 
     def observe(self, values: np.ndarray) -> None:
         idx = np.searchsorted(self.edges, values, side="left")
@@ -117,7 +125,8 @@ class ServerMetrics:
             "essc_reloads", "Reload attempts, by data and outcome", ["what", "outcome"], registry=r
         )
 
-    def count_verdicts(self, codes: np.ndarray) -> None:
-        counts = np.bincount(codes, minlength=len(self._by_code))
-        for code in np.flatnonzero(counts):
-            self._by_code[code].inc(int(counts[code]))
+    def count_verdicts(self, counts: list[int]) -> None:
+        """``counts[code]``: how many presentations got verdict ``code``."""
+        for code, child in enumerate(self._by_code):
+            if counts[code]:
+                child.inc(counts[code])

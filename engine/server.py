@@ -28,8 +28,6 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-import numpy as np
-
 from engine import __version__, _core, logs
 from engine import protocol as proto
 from engine.config import Config, ConfigError
@@ -448,9 +446,9 @@ class Server:
             outputs = self._internal_errors(batch)
         # Metrics first: whoever reads them after seeing a response sees it counted.
         now = self.loop.time()
-        self.metrics.count_verdicts(batch.verdicts())
+        self.metrics.count_verdicts(batch.verdict_counts())
         self.metrics.latency.observe(now - batch.arrivals())
-        self.metrics.batch_size.observe(np.array([count], dtype=np.float64))
+        self.metrics.batch_size.observe_one(count)
         if self.cfg.log.audit:
             self._audit(batch, now)
         self.in_flight -= count

@@ -158,9 +158,8 @@ class Verifier:
                 )
         batch.replay(self.replay, now_ms, cfg.freshness_ms + cfg.skew_ms)
         reasons = {}
-        codes = batch.verdicts()
-        for i in np.flatnonzero(np.isin(codes, _WITH_REASON)).tolist():
-            code = int(codes[i])
+        for i in batch.with_verdicts(_WITH_REASON):
+            code = batch.verdict_of(i)
             if code == Verdict.REVOCATION_DATA_STALE:
                 reasons[i] = stale_reason
             elif code == Verdict.BUSY:
