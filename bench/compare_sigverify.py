@@ -120,9 +120,9 @@ def msm_rows(quick: bool, min_time: float, repeat: int) -> list[Row]:
     IFMA code on (where the CPU has it) and off: ratio > 1 where Pippenger is faster."""
     msgs, sigs, pks = workload("distinct", 1024, seed=3)
     rows = []
-    modes = [True, False] if _core._ed25519_test_simd() else [False]
+    modes = [True, False] if _core.ed25519_simd() else [False]
     for simd in modes:
-        was = _core._ed25519_test_simd(simd)
+        was = _core.ed25519_simd(simd)
         try:
             sizes = [2, 4, 8, 16, 32] if simd else [32, 64, 96, 128, 256]
             for size in sizes if not quick else sizes[::2]:
@@ -147,17 +147,17 @@ def msm_rows(quick: bool, min_time: float, repeat: int) -> list[Row]:
                     )
                 )
         finally:
-            _core._ed25519_test_simd(was)
+            _core.ed25519_simd(was)
     return rows
 
 
 def scalar_rows(quick: bool, min_time: float, repeat: int) -> list[Row]:
     """The batch path with the AVX-512 IFMA code switched off: what CPUs without it get."""
-    if not _core._ed25519_test_simd():
+    if not _core.ed25519_simd():
         return []  # the main rows already are the scalar path
     rows = []
     total = 1024 if quick else 4096
-    was = _core._ed25519_test_simd(False)
+    was = _core.ed25519_simd(False)
     try:
         for kind in ("distinct", "real mix"):
             msgs, sigs, pks = workload(kind, total, seed=4)
@@ -183,7 +183,7 @@ def scalar_rows(quick: bool, min_time: float, repeat: int) -> list[Row]:
                     )
                 )
     finally:
-        _core._ed25519_test_simd(was)
+        _core.ed25519_simd(was)
     return rows
 
 

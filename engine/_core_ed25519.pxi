@@ -144,9 +144,10 @@ def _ed25519_test_pow22523_lanes(values):
     return [_fe_bytes(&r8[j]) for j in range(n)], [_fe_bytes(&r2[j]) for j in range(n)]
 
 
-def _ed25519_test_simd(on=None):
-    """Whether the IFMA path is in use; with on=True/False, switch it (where the CPU
-    has it) and return the previous state."""
+def ed25519_simd(on=None):
+    """Whether the AVX-512 IFMA code is in use; with on=True/False, switch it (on only
+    where the CPU has it) and return the previous state.  Operators turn it off on CPUs
+    that lower their clock under AVX-512 (configuration: verification.simd)."""
     if on is None:
         return bool(fe_simd_enabled())
     return bool(fe_simd_set_enabled(1 if on else 0))

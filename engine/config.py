@@ -74,6 +74,7 @@ class VerificationSection:
     freshness_ms: int = 60_000
     skew_ms: int = 5_000
     replay_capacity: int = 10_000_000
+    simd: bool = True  # AVX-512 IFMA arithmetic where the CPU has it (off: portable code)
 
 
 @dataclasses.dataclass

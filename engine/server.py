@@ -36,6 +36,7 @@ from engine.keys import KeyFileError, parse_public_key
 from engine.metrics import ServerMetrics
 from engine.replay import MemoryReplayCache
 from engine.revocation_source import CARD, CREDENTIAL, RevocationSource
+from engine.sigverify import use_simd
 from engine.trustlist import TrustList, TrustListError
 from engine.verdicts import Verdict
 from engine.verifier import Verifier, VerifierConfig
@@ -156,6 +157,7 @@ class Server:
             raise ConfigError(str(e)) from None
         trust = TrustList.load(cfg.trust.trust_list, self.root_public_key)
         v = cfg.verification
+        use_simd(v.simd)
         self.verifier = Verifier(
             trust,
             revocation=revocation if revocation is not None else open_revocation(cfg),

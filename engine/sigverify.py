@@ -28,7 +28,7 @@ import numpy as np
 
 from engine import _core
 
-__all__ = ["METHODS", "keypairs_from_seeds", "sign_batch", "verify_batch"]
+__all__ = ["METHODS", "keypairs_from_seeds", "sign_batch", "use_simd", "verify_batch"]
 
 METHODS = {
     "auto": _core.METHOD_AUTO,
@@ -67,3 +67,12 @@ def keypairs_from_seeds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(public keys (n, 32), secret keys (n, 64)) derived from (n, 32) seeds."""
     return _core.keypairs_from_seeds(seeds, threads)
+
+
+def use_simd(enabled: bool | None = None) -> bool:
+    """Whether the AVX-512 IFMA arithmetic is in use (it is by default where the CPU has
+    it); ``use_simd(False)`` switches to the portable 64-bit code.  Returns the state
+    after the call.  Verdicts are the same either way."""
+    if enabled is not None:
+        _core.ed25519_simd(enabled)
+    return _core.ed25519_simd()

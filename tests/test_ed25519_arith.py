@@ -35,7 +35,7 @@ def random_point(rng: random.Random) -> bytes:
 
 
 TORSION = [ref.encode(p) for p in ref.small_order_points()]
-HAVE_SIMD = _core._ed25519_test_simd()
+HAVE_SIMD = _core.ed25519_simd()
 MSM_ALGOS = ["straus", "pippenger", "pippenger_simd"]
 
 
@@ -296,9 +296,9 @@ def test_msm_zero_scalars_and_empty():
 @pytest.fixture(params=[True, False], ids=["simd", "scalar"])
 def simd(request):
     """Runs a test with the AVX-512 IFMA path on (where the CPU has it) and off."""
-    was = _core._ed25519_test_simd(request.param)
-    yield _core._ed25519_test_simd()
-    _core._ed25519_test_simd(was)
+    was = _core.ed25519_simd(request.param)
+    yield _core.ed25519_simd()
+    _core.ed25519_simd(was)
 
 
 def test_pow22523_eight_lanes_and_two_lanes():

@@ -140,14 +140,14 @@ def test_batches_with_scalar_point_decoding(corpus):
     """A quarter of the batches again with the AVX-512 IFMA decoding switched off (on
     CPUs without it, this is the path everything takes)."""
     m, s, k, batches, reference = corpus
-    was = _core._ed25519_test_simd(False)
+    was = _core.ed25519_simd(False)
     try:
         for start, size in batches[: len(batches) // 4]:
             end = start + size
             ok, _, _ = _core._ed25519_test_verify_batch(m[start:end], s[start:end], k[start:end])
             assert ok.tolist() == reference[start:end].tolist(), (start, size)
     finally:
-        _core._ed25519_test_simd(was)
+        _core.ed25519_simd(was)
 
 
 @pytest.mark.parametrize("method,threads,share", [("batch", 2, 1), ("auto", 2, 4), ("batch", 1, 4)])

@@ -177,9 +177,9 @@ def test_each_case_alone(how):
 @pytest.fixture(params=[True, False], ids=["simd", "scalar"])
 def simd(request):
     """With the AVX-512 IFMA point decoding on (where the CPU has it) and off."""
-    was = _core._ed25519_test_simd(request.param)
+    was = _core.ed25519_simd(request.param)
     yield
-    _core._ed25519_test_simd(was)
+    _core.ed25519_simd(was)
 
 
 @pytest.mark.parametrize("how", ["single", "batch", "straus", "pippenger"])
