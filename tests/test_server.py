@@ -405,3 +405,29 @@ def test_protocol_doc_examples_match_the_encoder():
     revoked = proto.verify_response(8, 12, None, None).hex()
     assert revoked == "0000000e82a2696408a7766572646963740c"
     assert "00 00 00 0e 82 a2 6964 08 a7 76657264696374 0c" in doc
+
+
+def test_a_failing_batch_answers_internal_error_and_the_server_goes_on(start_server, scenarios):
+    srv = start_server()
+    real_run = srv.server.verifier.run
+    calls = []
+
+    def run_once_broken(batch, now_ms=None):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("injected failure")
+        return real_run(batch, now_ms)
+
+    srv.server.verifier.run = run_once_broken
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            a, b = scenarios.presentations([Verdict.OK, Verdict.OK], now_ms())
+            with pytest.raises(ServerError, match="internal_error"):
+                await client.verify(a)
+            assert (await client.verify(b)).verdict is Verdict.OK
+            assert await client.ping()
+
+    run(go())
+    assert srv.server.in_flight == 0
+    assert len(calls) == 2
