@@ -465,7 +465,7 @@ def run(quick: bool) -> list[Row]:
         rows.append(
             Row(
                 TOPIC,
-                f"server CPU s per 1,000 requests, {what}",
+                "CPU s per 1,000 requests at peak",
                 "engine",
                 _per_1k(peak["engine"]),
                 "baseline server",
@@ -485,7 +485,7 @@ def run(quick: bool) -> list[Row]:
         rows.append(
             Row(
                 TOPIC,
-                f"engine CPU share in native verification, {what}",
+                "CPU share in native verification at peak",
                 "native verification",
                 native / cpu if cpu > 0 else 0.0,
                 "all server CPU",
@@ -511,12 +511,12 @@ def run(quick: bool) -> list[Row]:
         )
         b_eq = min(equal["baseline"], key=lambda x: x.p99_ms)
         e_eq = min(equal["engine"], key=lambda x: x.p99_ms)
-        what = f"open loop at {rate:,.0f} req/s (half the baseline's peak)"
+        what = f"open loop at {rate:,.0f} req/s = baseline peak / 2"
         text, valid = _faults(equal)
         rows.append(
             Row(
                 TOPIC,
-                f"p99 latency, {what}",
+                f"p99, {what}",
                 "engine",
                 e_eq.p99_ms,
                 "baseline server",
@@ -540,7 +540,7 @@ def run(quick: bool) -> list[Row]:
         rows.append(
             Row(
                 TOPIC,
-                f"server CPU s per 1,000 requests, {what}",
+                f"CPU s per 1,000 requests at {rate:,.0f} req/s",
                 "engine",
                 _per_1k(equal["engine"]),
                 "baseline server",
@@ -563,7 +563,7 @@ def run(quick: bool) -> list[Row]:
         rows.append(
             Row(
                 TOPIC,
-                f"engine p99 at half its peak, open loop at {half:,.0f} req/s",
+                f"p99, open loop at {half:,.0f} req/s = engine peak / 2",
                 "engine p99",
                 e_half.p99_ms,
                 f"bound {P99_BOUND_MS:g} ms",
