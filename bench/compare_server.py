@@ -7,17 +7,19 @@ failure kind a payment network meets) is built once and cached under
 var/bench/server/; the engine serves its revocation input as a snapshot made by
 ``python -m engine revocation build``, the baseline reads the same text file.
 
-The runs, each at the same load-generator settings for both servers:
+The runs, each at the same load-generator settings for both servers, in rounds that
+alternate baseline and engine so that load from other processes falls on both alike
+(the best round of each counts; the notes give every round):
 
-1. peak: closed loop, ``CONCURRENCY`` requests in flight, baseline then engine;
-2. equal offered load: open loop at half the baseline's peak (a rate it sustains),
-   baseline then engine: corrected p99 and CPU per request side by side;
+1. peak: closed loop, ``CONCURRENCY`` requests in flight;
+2. equal offered load: open loop at half the baseline's peak (a rate it sustains):
+   corrected p99 and CPU per request side by side;
 3. the engine alone, open loop at half its own peak: p99 against the brief's 5 ms.
 
 Server CPU comes from /proc/PID/stat (utime + stime: every thread of the process)
 around each load run, so warm-up and drain are in it, as are the requests they
 answered; the engine's share in native verification comes from its ``status``
-(``native_verify_cpu_s`` / ``cpu_s``, docs/PROTOCOL.md) around its peak run.
+(``native_verify_cpu_s`` / ``cpu_s``, docs/PROTOCOL.md) around its peak rounds.
 The load generator shares the machine's cores with the server under test; the
 notes say how much CPU each took.
 """
