@@ -1,6 +1,7 @@
 """The straightforward server the engine is measured against (docs/BENCHMARKS.md).
 
-Same protocol (docs/PROTOCOL.md: verify, verify_batch, ping, status), same verdicts,
+Same protocol (docs/PROTOCOL.md: verify, verify_batch, revocation_check, ping, status),
+same verdicts,
 written the obvious way: asyncio streams, one request at a time per connection, the
 reference decoder, one PyNaCl call per signature, a Python set for revocation and a
 dict for replay.  No batching, no native core.
@@ -32,8 +33,15 @@ FRESHNESS_MS, SKEW_MS = 60_000, 5_000
 
 
 class BaselineVerifier:
-    def __init__(self, trust: TrustList, revoked_cards: set[str], revoked_serials: set[bytes]):
+    def __init__(
+        self,
+        trust: TrustList,
+        revoked_cards: set[str],
+        revoked_serials: set[bytes],
+        has_revocation: bool = True,
+    ):
         self.trust = trust
+        self.has_revocation = has_revocation
         self.keys = {k: nacl.signing.VerifyKey(v.public_key) for k, v in trust.issuers.items()}
         self.revoked_cards = revoked_cards
         self.revoked_serials = revoked_serials
@@ -110,6 +118,16 @@ class BaselineVerifier:
                 }
         return {"verdict": int(verdict)}
 
+    def revocation_check(self, msg: dict) -> dict:
+        # The load generator asks this before a run with revoked outcomes in its mix.
+        if not self.has_revocation:
+            return {"error": "no_revocation_data", "message": "no revocation data loaded"}
+        return {
+            "cards": [c in self.revoked_cards for c in msg.get("cards", [])],
+            "credentials": [bytes(s) in self.revoked_serials for s in msg.get("credentials", [])],
+            "revocation_sequence": 0,
+        }
+
 
 async def handle(verifier: BaselineVerifier, reader, writer) -> None:
     try:
@@ -125,6 +143,8 @@ async def handle(verifier: BaselineVerifier, reader, writer) -> None:
                     "id": rid,
                     "results": [verifier.verify(p, now_ms) for p in msg["presentations"]],
                 }
+            elif kind == "revocation_check":
+                out = {"id": rid, **verifier.revocation_check(msg)}
             elif kind == "ping":
                 out = {"id": rid, "pong": True}
             elif kind == "status":
@@ -156,7 +176,9 @@ def read_revoked(path: str | None) -> tuple[set[str], set[bytes]]:
 
 async def main(args) -> None:
     pki = Pki.open(args.pki)
-    verifier = BaselineVerifier(pki.trust_list, *read_revoked(args.revoked))
+    verifier = BaselineVerifier(
+        pki.trust_list, *read_revoked(args.revoked), has_revocation=args.revoked is not None
+    )
     server = await asyncio.start_server(lambda r, w: handle(verifier, r, w), args.host, args.port)
     port = server.sockets[0].getsockname()[1]
     print(

@@ -15,7 +15,11 @@ from collections.abc import Callable
 
 @dataclasses.dataclass
 class Row:
-    """One comparison: subject against baseline, both as rates (higher is better)."""
+    """One comparison: subject against baseline.
+
+    Both are rates (higher is better) unless ``higher_is_better`` is False (latencies,
+    CPU per request); the ratio is always oriented so that above 1 favours the subject.
+    """
 
     topic: str
     what: str
@@ -26,10 +30,15 @@ class Row:
     unit: str = "items/s"
     target: float | None = None  # the ratio the brief asks for, where it sets one
     note: str = ""
+    higher_is_better: bool = True
+    valid: bool = True  # False: the measurement went wrong (wrong answers); compare exits 1
 
     @property
     def ratio(self) -> float:
-        return self.subject_rate / self.baseline_rate if self.baseline_rate else float("inf")
+        num, den = self.subject_rate, self.baseline_rate
+        if not self.higher_is_better:
+            num, den = den, num
+        return num / den if den else float("inf")
 
     @property
     def meets_target(self) -> bool | None:
@@ -83,6 +92,13 @@ def machine() -> dict[str, str]:
     return info
 
 
+def _value(v: float) -> str:
+    # Rates print whole; latencies in ms and CPU shares need their decimals.
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
+
+
 def format_table(rows: list[Row]) -> str:
     headers = ["topic", "what", "subject", "rate", "baseline", "rate", "ratio", "target"]
     lines = []
@@ -90,14 +106,16 @@ def format_table(rows: list[Row]) -> str:
         target = ""
         if r.target is not None:
             target = f">= {r.target:g} {'ok' if r.meets_target else 'MISSED'}"
+        if not r.valid:
+            target = "INVALID (see note)"
         lines.append(
             [
                 r.topic,
                 r.what,
                 r.subject,
-                f"{r.subject_rate:,.0f} {r.unit}",
+                f"{_value(r.subject_rate)} {r.unit}",
                 r.baseline,
-                f"{r.baseline_rate:,.0f} {r.unit}",
+                f"{_value(r.baseline_rate)} {r.unit}",
                 f"{r.ratio:.2f}x",
                 target,
             ]

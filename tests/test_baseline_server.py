@@ -35,8 +35,22 @@ def test_same_verdicts_as_the_engine(pki, scenarios):
 
 
 def test_serves_the_protocol(pki, scenarios, tmp_path):
+    card = sorted(scenarios.revoked_cards)[0].decode()
+    serial = sorted(scenarios.revoked_serials)[0]
+    revoked = tmp_path / "revoked.txt"
+    revoked.write_text(f"card {card}\ncredential {serial.hex()}\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.baseline_server", "--pki", str(pki.directory), "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "bench.baseline_server",
+            "--pki",
+            str(pki.directory),
+            "--port",
+            "0",
+            "--revoked",
+            str(revoked),
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -52,6 +66,10 @@ def test_serves_the_protocol(pki, scenarios, tmp_path):
                 results = await client.verify_batch(batch)
                 assert [r.verdict for r in results] == [Verdict.OK, Verdict.EXPIRED]
                 assert (await client.verify(batch[0])).verdict is Verdict.REPLAYED
+                # The load generator's pre-flight question, answered from the same file.
+                answer = await client.revocation_check([card, "X00000000"], [bytes(16), serial])
+                assert answer["cards"] == [True, False]
+                assert answer["credentials"] == [False, True]
 
         asyncio.run(asyncio.wait_for(go(), 60))
     finally:
