@@ -50,7 +50,10 @@ class ServerSection:
 @dataclasses.dataclass
 class BatchingSection:
     max_batch: int = 128  # presentations per native batch
-    latency_budget_ms: float = 1.0  # the oldest request waits at most this for its batch
+    # How long the oldest request may wait for its batch to fill while a worker is free.
+    # 0 (measured best: docs/BENCHMARKS.md): a free worker takes what is there at once,
+    # and batches grow by themselves while the workers are busy.
+    latency_budget_ms: float = 0.0
     workers: int = 0  # batches verified concurrently; 0: one per core
     threads: int = 1  # native threads per batch; 0: every core
 

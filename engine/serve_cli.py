@@ -19,7 +19,7 @@ _SERVE_FLAGS = (
     ("--root-key", "trust.root_public_key", str, "pinned root public key, 64 hex"),
     ("--revocation", "revocation.snapshot", str, "revocation snapshot file"),
     ("--max-batch", "batching.max_batch", int, "presentations per native batch (128)"),
-    ("--latency-budget-ms", "batching.latency_budget_ms", float, "batching wait bound (1.0)"),
+    ("--latency-budget-ms", "batching.latency_budget_ms", float, "batching wait bound (0: none)"),
     ("--workers", "batching.workers", int, "batches verified at once (0: one per core)"),
     ("--log-level", "log.level", str, "debug, info, warning or error (info)"),
 )

@@ -1,11 +1,13 @@
 """The verification server: asyncio + uvloop TCP, msgpack frames, cross-connection batching.
 
-One ``Connection`` (an asyncio Protocol) per client turns bytes into requests; verify
-requests from every connection go into one queue, and the micro-batcher hands them to
-the verification workers as a batch when it holds ``max_batch`` presentations or its
-oldest request has waited ``latency_budget_ms`` (whichever comes first) and a worker is
-free.  Workers run the pipeline (engine.verifier) in threads; the native core releases
-the GIL, so the event loop keeps reading and answering while a batch verifies.
+One ``Connection`` (an asyncio Protocol) per client turns bytes into frames; the verify
+requests among them are parsed in C straight into the batch being filled (requests
+from every connection share it; anything else takes the Python path).  A batch goes to
+a free verification worker when it holds ``max_batch`` presentations, or when its
+oldest request has waited ``latency_budget_ms`` (default 0: at once); while every
+worker is busy, batches fill up by themselves.  Workers run the pipeline's stages
+(engine.verifier) in threads with the GIL released in the native core, and the
+answers come back encoded in C, one buffer per connection.
 
 Everything is bounded: connections, presentations in flight per connection and in
 total (beyond them: an immediate BUSY), frame size, time to complete a frame, idle
