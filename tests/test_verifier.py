@@ -210,3 +210,36 @@ def test_empty_batch(verifier):
 def test_invalid_config():
     with pytest.raises(ValueError):
         VerifierConfig(freshness_ms=0)
+
+
+def test_server_encoding_matches_the_python_results(pki, scenarios, now_s):
+    """The server's path (requests in a batch, answers encoded in C) gives byte for byte
+    the responses the protocol module builds from Verifier.verify's results."""
+    from engine import _core
+    from engine import protocol as proto
+
+    now_ms = now_s * 1000
+    outcomes = [v for v in BUILDABLE if v is not Verdict.REPLAYED] * 2
+    batch_items = scenarios.presentations(outcomes, now_ms)
+    singles = scenarios.presentations(outcomes, now_ms)
+    revocation = SetRevocation(scenarios.revoked_cards, scenarios.revoked_serials)
+
+    def verifier():
+        return Verifier(pki.trust_list, revocation=revocation, replay=MemoryReplayCache())
+
+    batch = _core.VerifyBatch()
+    for k, p in enumerate(singles):
+        batch.add_request(k % 3, 1000 + k, False, [p], 0.0)
+    batch.add_request(1, 7, True, batch_items, 0.0)
+    reasons = verifier().run(batch, now_ms)
+    frames = {
+        slot: data
+        for slot, data, _ in batch.encode({i: r.encode() for i, r in reasons.items() if r})
+    }
+
+    results = verifier().verify(singles + batch_items, now_ms)
+    expected = {0: b"", 1: b"", 2: b""}
+    for k, r in enumerate(results[: len(singles)]):
+        expected[k % 3] += proto.verify_response(1000 + k, r.verdict, r.reason, r.claims)
+    expected[1] += proto.batch_response(7, [proto.result_map(*r) for r in results[len(singles) :]])
+    assert frames == expected
