@@ -329,16 +329,17 @@ cdef class VerifyBatch:
         or the server may still have in flight (``conn_budget``, ``server_budget``,
         decreasing as requests are taken) is answered BUSY at once.  Returns
         (next index, presentations taken, indexes of payloads left to the Python path,
-        BUSY response frames as bytes, presentations answered BUSY).
+        BUSY response frames as bytes, presentations answered BUSY for the connection's
+        limit, and for the server's).
         """
-        cdef Py_ssize_t i = start, taken = 0, busy_items = 0, n_payloads = len(payloads)
+        cdef Py_ssize_t i = start, taken = 0, n_payloads = len(payloads)
+        cdef Py_ssize_t busy_conn = 0, busy_server = 0
         cdef list slow = []
         cdef bytearray busy = bytearray()
         cdef object payload
         cdef const uint8_t *p
         cdef esc_request req
         cdef uint32_t j
-        cdef const char *why
         if self.checked:
             raise RuntimeError("the batch has already been checked")
         cdef uint32_t *off = <uint32_t *>malloc((<size_t>max_items + 1) * sizeof(uint32_t))
@@ -354,11 +355,16 @@ cdef class VerifyBatch:
                     slow.append(i)
                     i += 1
                     continue
-                if req.n_items > conn_budget - taken or req.n_items > server_budget - taken:
-                    why = (b"connection in-flight limit" if req.n_items > conn_budget - taken
-                           else b"server in-flight limit")
-                    busy += _busy_frame(req.id, req.is_batch, req.n_items, why)
-                    busy_items += req.n_items
+                if req.n_items > conn_budget - taken:
+                    busy += _busy_frame(req.id, req.is_batch, req.n_items,
+                                        b"connection in-flight limit")
+                    busy_conn += req.n_items
+                    i += 1
+                    continue
+                if req.n_items > server_budget - taken:
+                    busy += _busy_frame(req.id, req.is_batch, req.n_items,
+                                        b"server in-flight limit")
+                    busy_server += req.n_items
                     i += 1
                     continue
                 if self.nreq and self.n + req.n_items > item_limit:
@@ -376,7 +382,7 @@ cdef class VerifyBatch:
         finally:
             free(off)
             free(ln)
-        return i, taken, slow, bytes(busy), busy_items
+        return i, taken, slow, bytes(busy), busy_conn, busy_server
 
     def arrivals(self):
         """Arrival time of each request (numpy float64, in request order)."""
@@ -458,18 +464,20 @@ cdef class VerifyBatch:
                 w = <uint8_t *>malloc(size + 1)
                 if w == NULL:
                     raise MemoryError()
-                used = 0
-                while r < k:
-                    q = &self.reqs[order[r]]
-                    if q.is_batch:
-                        used += esc_encode_batch_response(w + used, size - used, q.id,
-                                                          res + q.first, q.count)
-                    else:
-                        used += esc_encode_verify_response(w + used, size - used, q.id,
-                                                           res + q.first)
-                    r += 1
-                frames = PyBytes_FromStringAndSize(<const char *>w, used)
-                free(w)
+                try:
+                    used = 0
+                    while r < k:
+                        q = &self.reqs[order[r]]
+                        if q.is_batch:
+                            used += esc_encode_batch_response(w + used, size - used, q.id,
+                                                              res + q.first, q.count)
+                        else:
+                            used += esc_encode_verify_response(w + used, size - used, q.id,
+                                                               res + q.first)
+                        r += 1
+                    frames = PyBytes_FromStringAndSize(<const char *>w, used)
+                finally:
+                    free(w)
                 out.append((slot, frames, items))
         finally:
             free(res)

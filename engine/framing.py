@@ -12,7 +12,6 @@ from engine import _core
 
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
-DEFAULT_MAX_FRAME = 1 << 20
 
 
 def encode(payload: bytes) -> bytes:

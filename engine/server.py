@@ -331,7 +331,7 @@ class Server:
         i = 0
         while i < len(frames) and not conn.closed:
             batch = self._filling
-            i, taken, slow, busy, busy_items = batch.add_frames(
+            i, taken, slow, busy, busy_conn, busy_server = batch.add_frames(
                 conn.slot,
                 frames,
                 i,
@@ -347,7 +347,11 @@ class Server:
                 self._idle.clear()
             if busy:
                 conn.send(busy)
-                self._count_busy(busy_items, "in-flight limit")
+                # The same labels as the Python path's BUSY answers.
+                if busy_conn:
+                    self._count_busy(busy_conn, "connection in-flight limit")
+                if busy_server:
+                    self._count_busy(busy_server, "server in-flight limit")
             if slow:
                 self._slow_frames(conn, frames, slow, now)
             if len(self._filling) >= b.max_batch:
@@ -566,29 +570,31 @@ class Server:
             self._update_gauges()
             return ok
 
+    def _reload_outcome(self, what: str, outcome: str, why: str, **fields) -> None:
+        """One reload result: counted in the metrics and logged as one event."""
+        self.metrics.reloads.labels(what, outcome).inc()
+        event, level = {
+            "ok": ("reloaded", logging.INFO),
+            "failed": ("reload_failed", logging.ERROR),
+            "rejected": ("reload_rejected", logging.ERROR),
+        }[outcome]
+        _log(level, event, what=what, why=why, **fields)
+
     async def _reload_trust(self, why: str) -> bool:
         path = self.cfg.trust.trust_list
         current = self.verifier.trust_list
         try:
             new = await self.loop.run_in_executor(None, TrustList.load, path, self.root_public_key)
         except TrustListError as e:
-            self.metrics.reloads.labels("trust_list", "failed").inc()
-            _log(
-                logging.ERROR,
-                "reload_failed",
-                what="trust_list",
-                why=why,
-                error=str(e),
-                in_service=current.sequence,
+            self._reload_outcome(
+                "trust_list", "failed", why, error=str(e), in_service=current.sequence
             )
             return False
         if not new.may_replace(current):
-            self.metrics.reloads.labels("trust_list", "rejected").inc()
-            _log(
-                logging.ERROR,
-                "reload_rejected",
-                what="trust_list",
-                why=why,
+            self._reload_outcome(
+                "trust_list",
+                "rejected",
+                why,
                 error="sequence older than the list in service, or same sequence with other "
                 "content",
                 offered=new.sequence,
@@ -597,14 +603,8 @@ class Server:
             return False
         if new.sequence != current.sequence:
             self.verifier.trust_list = new
-            self.metrics.reloads.labels("trust_list", "ok").inc()
-            _log(
-                logging.INFO,
-                "reloaded",
-                what="trust_list",
-                why=why,
-                sequence=new.sequence,
-                previous=current.sequence,
+            self._reload_outcome(
+                "trust_list", "ok", why, sequence=new.sequence, previous=current.sequence
             )
         return True
 
@@ -615,27 +615,11 @@ class Server:
         before = store.sequence
         try:
             await self.loop.run_in_executor(None, store.reload)
-        except Exception as e:
-            self.metrics.reloads.labels("revocation", "failed").inc()
-            _log(
-                logging.ERROR,
-                "reload_failed",
-                what="revocation",
-                why=why,
-                error=str(e),
-                in_service=before,
-            )
+        except Exception as e:  # any failure keeps the old data in service
+            self._reload_outcome("revocation", "failed", why, error=str(e), in_service=before)
             return False
         if store.sequence != before:
-            self.metrics.reloads.labels("revocation", "ok").inc()
-            _log(
-                logging.INFO,
-                "reloaded",
-                what="revocation",
-                why=why,
-                sequence=store.sequence,
-                previous=before,
-            )
+            self._reload_outcome("revocation", "ok", why, sequence=store.sequence, previous=before)
         return True
 
     def _file_stamps(self) -> list:

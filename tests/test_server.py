@@ -233,6 +233,23 @@ def test_busy_under_overload_with_bounded_queue(start_server, scenarios):
     assert max(peak) <= 40
     busy = [r for r in results if r.verdict is Verdict.BUSY]
     assert all("limit" in r.reason for r in busy)
+    # The metrics count them under the limit that was hit, whichever path answered.
+    text = generate_latest(srv.server.metrics.registry).decode()
+    counted = {
+        reason: float(
+            next(
+                (
+                    line.rsplit(" ", 1)[1]
+                    for line in text.splitlines()
+                    if line.startswith(f'essc_busy_total{{reason="{reason}"}}')
+                ),
+                "0",
+            )
+        )
+        for reason in ("connection in-flight limit", "server in-flight limit")
+    }
+    assert sum(counted.values()) == len(busy)
+    assert counted == {reason: float(sum(r.reason == reason for r in busy)) for reason in counted}
 
 
 def test_client_that_stops_reading_is_paused_not_buffered(start_server, scenarios):
