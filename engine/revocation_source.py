@@ -43,6 +43,7 @@ class SetRevocation:
         created_at: float | None = None,
     ):
         self._sets = {CARD: set(cards), CREDENTIAL: set(credentials)}
+        self._padded: dict[tuple[str, int], set[bytes]] = {}
         self.sequence = sequence
         self.created_at = time.time() if created_at is None else created_at
 
@@ -51,4 +52,15 @@ class SetRevocation:
             revoked = self._sets[kind]
         except KeyError:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}") from None
+        if isinstance(ids, np.ndarray) and ids.dtype.kind == "S":
+            # numpy hands out a fixed-width element without its trailing NUL bytes, so a
+            # serial ending in 0x00 would be missed: compare whole elements, padded alike.
+            width = ids.dtype.itemsize
+            padded = self._padded.get((kind, width))
+            if padded is None:
+                padded = {x.ljust(width, b"\0") for x in revoked if len(x) <= width}
+                self._padded[kind, width] = padded
+            raw = ids.tobytes()
+            items = (raw[k : k + width] in padded for k in range(0, len(raw), width))
+            return np.fromiter(items, dtype=np.bool_, count=len(ids))
         return np.fromiter((i in revoked for i in ids), dtype=np.bool_, count=len(ids))

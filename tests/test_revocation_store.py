@@ -20,6 +20,7 @@ from revocation_helpers import as_bytes, delta, random_cards, random_serials, sn
 from engine.revocation import RevocationFileError, RevocationStore
 from engine.revocation_format import filter_fpr, map_file, sbbf_fpr
 from engine.revocation_input import RevocationInputError
+from engine.revocation_source import SetRevocation
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -460,3 +461,24 @@ def test_the_avx2_and_portable_loops_agree(tmp_path, portable_loop):
     assert np.array_equal(
         portable[2], _core.bloom_probe_hashes(store.snapshot_file.arrays["bloom"], h1)
     )
+
+
+def test_set_revocation_agrees_with_the_store_on_serials_ending_in_zero_bytes(tmp_path):
+    """numpy's S16 drops trailing NUL bytes from the elements it hands out; the
+    in-memory source must still find such serials, as the mapped store does."""
+    rng = np.random.default_rng(21)
+    serials = random_serials(rng, 64)
+    raw = serials.view(np.uint8).reshape(-1, 16)
+    raw[:16, -1] = 0  # ends in one zero byte
+    raw[16:24, -5:] = 0  # ends in five
+    revoked, kept = serials[::2].copy(), serials[1::2].copy()
+    cards = random_cards(rng, 8)
+    path = snapshot(tmp_path, "z.snap", as_bytes(cards, 9), as_bytes(revoked, 16))
+    store = RevocationStore(path)
+    mem = SetRevocation(as_bytes(cards, 9), as_bytes(revoked, 16))
+    for ids in (serials, as_bytes(serials, 16)):
+        want = store.contains("credential", ids)
+        assert want.tolist() == [True, False] * 32
+        assert mem.contains("credential", ids).tolist() == want.tolist()
+    assert mem.contains("card", cards).all() and store.contains("card", cards).all()
+    assert not mem.contains("credential", kept).any()
