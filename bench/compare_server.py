@@ -21,7 +21,12 @@ around each load run, so warm-up and drain are in it, as are the requests they
 answered; the engine's share in native verification comes from its ``status``
 (``native_verify_cpu_s`` / ``cpu_s``, docs/PROTOCOL.md) around its peak rounds.
 The load generator shares the machine's cores with the server under test; the
-notes say how much CPU each took.
+notes say how much CPU each took.  So that its signing does not take cores from the
+server while the server is measured, every run signs its requests ahead
+(``--presign``, docs/OPERATIONS.md): an open loop its whole schedule, a closed loop
+a generous count (``PRESIGN_CEILING_RPS`` for a server's first round, then 1.3 times
+its best rate so far; a round that uses them up ends early and is measured over the
+time it ran).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ CORPUS_MAX_AGE_S = 86_400  # rebuilt daily: its credentials and trust list age
 CONNECTIONS, PIPELINE = 4, 64
 CONCURRENCY = CONNECTIONS * PIPELINE  # closed loop: every pipeline slot in use
 P99_BOUND_MS = 5.0
+PRESIGN_CEILING_RPS = 100_000  # closed-loop signing ahead, before a server's rate is known
+SIGNERS = os.cpu_count() or 2  # signing happens before the clock: every core may sign
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -267,6 +274,10 @@ class Load:
         return out
 
     @property
+    def ran_out(self) -> bool:
+        return bool(self.doc["settings"].get("ran_out"))
+
+    @property
     def limited(self) -> str | None:
         """The load generator's own statement when it, not the server, set the pace."""
         return self.doc["schedule"].get("message")
@@ -308,6 +319,8 @@ def load(
         f"{seconds:g}",
         "--warmup",
         f"{plan.warmup_s:g}",
+        "--workers",
+        str(SIGNERS),
         "--quiet",
         "--json",
         _shown(out),
@@ -356,10 +369,12 @@ def load(
 # --- the comparison ---------------------------------------------------------------------------
 
 
-def _alternating(rounds: int, runs: dict) -> dict[str, list[Load]]:
+def _alternating(rounds: int, runs: dict, out: dict | None = None) -> dict[str, list[Load]]:
     """Each round runs every callable once, in order, so a burst of load from other
-    processes falls on both servers alike; returns each one's runs."""
-    out: dict[str, list[Load]] = {name: [] for name in runs}
+    processes falls on both servers alike; returns each one's runs (in ``out``, filled
+    as they finish, when given)."""
+    if out is None:
+        out = {name: [] for name in runs}
     for r in range(rounds):
         for name, fn in runs.items():
             out[name].append(fn(r))
@@ -395,6 +410,18 @@ def _limits(named: dict[str, list[Load]]) -> str:
     return " | ".join(sorted(found))
 
 
+def _ran_out(named: dict[str, list[Load]]) -> str:
+    found = [
+        f"{name} round {k + 1} ({x.doc['measured_s']:.1f} s)"
+        for name, runs in named.items()
+        for k, x in enumerate(runs)
+        if x.ran_out
+    ]
+    if not found:
+        return ""
+    return "used up its signed-ahead requests and ended early: " + ", ".join(found)
+
+
 def _note(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
 
@@ -423,17 +450,31 @@ def run(quick: bool) -> list[Row]:
 
         def runner(server, mode, seconds, label, status=False):
             return lambda r: load(
-                server, corpus_dir, mode, seconds, plan, f"{label}-{r + 1}", status=status
+                server, corpus_dir, mode(r), seconds, plan, f"{label}-{r + 1}", status=status
             )
 
+        def opened(rate):
+            return lambda r: ["--rate", f"{rate:g}", "--presign"]
+
         # 1. Peak throughput: closed loop, the same settings for both.
-        closed = ["--concurrency", str(CONCURRENCY)]
-        peak = _alternating(
+        peak: dict[str, list[Load]] = {"baseline": [], "engine": []}
+
+        def closed(name):
+            def mode(r):
+                done = peak[name]
+                rate = max(x.throughput for x in done) * 1.3 if done else PRESIGN_CEILING_RPS
+                n = int(rate * (plan.warmup_s + plan.peak_s)) + CONCURRENCY
+                return ["--concurrency", str(CONCURRENCY), "--presign", str(n)]
+
+            return mode
+
+        _alternating(
             plan.peak_rounds,
             {
-                "baseline": runner(baseline, closed, plan.peak_s, "baseline-peak"),
-                "engine": runner(engine, closed, plan.peak_s, "engine-peak", status=True),
+                "baseline": runner(baseline, closed("baseline"), plan.peak_s, "baseline-peak"),
+                "engine": runner(engine, closed("engine"), plan.peak_s, "engine-peak", status=True),
             },
+            peak,
         )
         b_best = max(peak["baseline"], key=lambda x: x.throughput)
         e_best = max(peak["engine"], key=lambda x: x.throughput)
@@ -458,6 +499,7 @@ def run(quick: bool) -> list[Row]:
                     text,
                     f"verdicts (engine) {_verdicts(peak['engine'])}",
                     _limits(peak),
+                    _ran_out(peak),
                     f"engine best round {e_best.cpu_note()}",
                     f"baseline best round {b_best.cpu_note()}",
                     f"command: {e_best.command}",
@@ -503,12 +545,11 @@ def run(quick: bool) -> list[Row]:
 
         # 2. Equal offered load: a rate the baseline sustains, the same for both.
         rate = max(1.0, round(b_best.throughput / 2))
-        opened = ["--rate", f"{rate:g}"]
         equal = _alternating(
             plan.open_rounds,
             {
-                "baseline": runner(baseline, opened, plan.open_s, "baseline-equal"),
-                "engine": runner(engine, opened, plan.open_s, "engine-equal"),
+                "baseline": runner(baseline, opened(rate), plan.open_s, "baseline-equal"),
+                "engine": runner(engine, opened(rate), plan.open_s, "engine-equal"),
             },
         )
         b_eq = min(equal["baseline"], key=lambda x: x.p99_ms)
@@ -557,7 +598,7 @@ def run(quick: bool) -> list[Row]:
         half = max(1.0, round(e_best.throughput / 2))
         halves = _alternating(
             plan.open_rounds,
-            {"engine": runner(engine, ["--rate", f"{half:g}"], plan.open_s, "engine-half")},
+            {"engine": runner(engine, opened(half), plan.open_s, "engine-half")},
         )
         e_half = min(halves["engine"], key=lambda x: x.p99_ms)
         lat = e_half.doc["latency_ms"]["corrected"]

@@ -106,6 +106,7 @@ def _settings(args, **overrides):
         interval=args.interval,
         max_lag_ms=args.max_lag_ms,
         drain_timeout=args.drain_timeout,
+        presign=args.presign,
     )
     fields.update(overrides)
     if fields["duration"] is None and fields["requests"] is None:
@@ -280,6 +281,18 @@ def _common(p) -> None:
         metavar="S",
         help="keep checking that long for the server to load the corpus's revocation "
         "data (a server watching its files reloads by itself) (0)",
+    )
+    p.add_argument(
+        "--presign",
+        nargs="?",
+        type=_positive(int),
+        const=-1,
+        default=0,
+        metavar="N",
+        help="sign the run's requests before the clock starts, so that signing does not "
+        "share the cores with the server while it is measured: an open loop's whole "
+        "schedule, or N requests (a closed loop then ends when they are sent). The run must "
+        "end within the corpus's freshness window (default: sign during the run)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 

@@ -13,14 +13,23 @@ Closed loop (``concurrency``): a fixed number of requests in flight, each answer
 releasing the next; for peak throughput, not for latency under a given load.
 
 Every answer is checked against the verdict its presentation was built to draw.
+
+Signing ahead (``presign``): on a machine whose cores the server under test shares,
+the signing workers' bursts of CPU (a chunk is several milliseconds of one core) take
+cores from the server and from the sender just when they are needed, and show up in
+the latency measured.  With ``presign`` every request of the run is signed before the
+clock starts, and the workers sit idle while it runs.  Presentations stay fresh for the
+corpus's freshness window, so such a run must end well inside it (checked up front).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import contextlib
 import dataclasses
+import gc
 import itertools
 import math
 import signal
@@ -62,6 +71,7 @@ class Settings:
     max_pool_chunks: int = 16
     max_chunk_age_s: float = 15.0  # older pooled presentations are thrown away
     connect_timeout: float = 10.0
+    presign: int = 0  # requests signed before the clock starts (-1: the open-loop schedule's)
 
     def __post_init__(self):
         if (self.rate is None) == (self.concurrency is None):
@@ -80,10 +90,37 @@ class Settings:
             raise ValueError("connections and pipeline must be at least 1")
         if self.arrivals not in ("constant", "poisson"):
             raise ValueError("arrivals must be constant or poisson")
+        if self.presign < -1:
+            raise ValueError("presign must be a request count, or -1 for the whole schedule")
+        if self.presign == -1 and self.rate is None:
+            raise ValueError(
+                "a closed loop has no schedule to sign ahead: give presign a request count"
+            )
 
     @property
     def open_loop(self) -> bool:
         return self.rate is not None
+
+    @property
+    def presign_requests(self) -> int:
+        """Requests to sign before the clock starts (0: sign during the run)."""
+        if self.presign >= 0:
+            return self.presign
+        n = self.rate * self.warmup + (
+            self.requests if self.requests is not None else self.rate * self.duration
+        )
+        if self.arrivals == "poisson":  # a fixed time holds a random count of arrivals
+            n += 6 * math.sqrt(n) + 10
+        return math.ceil(n)
+
+    @property
+    def planned_s(self) -> float | None:
+        """How long the run is meant to send, warm-up included (None: unknown)."""
+        if self.duration is not None:
+            return self.warmup + self.duration
+        if self.rate is not None:
+            return self.warmup + self.requests / self.rate
+        return None
 
 
 @dataclasses.dataclass
@@ -106,6 +143,8 @@ class RunResult:
     aborted: str | None  # why the run stopped early, if it did
     workers: int  # signing worker processes
     corpus: str
+    presigned: int = 0  # requests signed before the clock started
+    ran_out: bool = False  # the presigned requests were used up before the run's end
 
     @property
     def failed(self) -> bool:
@@ -148,6 +187,7 @@ class _Connection(asyncio.Protocol):
 
 
 TIMER_GRAIN_S = 0.001
+PRESIGN_MARGIN_S = 10.0  # signed-ahead presentations go out at least this far inside freshness
 
 
 class _Schedule:
@@ -201,6 +241,13 @@ class Driver:
         else:
             want = settings.concurrency * 2
         self._pool_target = int(min(max(want, 2 * rpc), settings.max_pool_chunks * rpc))
+        self._max_age_s = settings.max_chunk_age_s
+        self.presigned = 0
+        self.ran_out = False
+        self._signed_ahead = False  # set once the whole run is in the pool
+        if settings.presign:
+            self._pool_target = settings.presign_requests
+            self._max_age_s = source.corpus.freshness_ms / 1000 - PRESIGN_MARGIN_S
         self.stale_chunks = 0
         # counts
         self.counts = stats.Counts()
@@ -213,20 +260,20 @@ class Driver:
         self.sent_measured = 0
         self.not_sent = 0
         # latency, microseconds: this interval's (all phases) and the measured ones
-        self._iv_c: list[int] = []
-        self._iv_u: list[int] = []
-        self._m_c: list[int] = []
-        self._m_u: list[int] = []
-        self._m_lag: list[int] = []
+        self._iv_c = array.array("q")
+        self._iv_u = array.array("q")
+        self._m_c = array.array("q")
+        self._m_u = array.array("q")
+        self._m_lag = array.array("q")
         self._iv_lag_max = 0.0
         self._iv = dict.fromkeys(
             ("sent", "answered", "presentations", "mismatches", "errors", "busy"), 0
         )
         self._iv_wait = {SOURCE: 0.0, WINDOW: 0.0}
         self._m_wait = {SOURCE: 0.0, WINDOW: 0.0}
-        self.corrected = stats.new_histogram()
-        self.uncorrected = stats.new_histogram()
-        self.lag = stats.new_histogram()
+        self.corrected = stats.Recorder()
+        self.uncorrected = stats.Recorder()
+        self.lag = stats.Recorder()
         self.intervals: list[stats.Interval] = []
         self._waiter: asyncio.Future | None = None
         self._idle: asyncio.Future | None = None
@@ -279,6 +326,8 @@ class Driver:
                     loop.remove_signal_handler(signal.SIGINT)
             self._tick(time.perf_counter())
         finally:
+            if self._signed_ahead:
+                gc.unfreeze()
             self.source.detach()
             self._closing = True
             for c in self.conns:
@@ -308,6 +357,30 @@ class Driver:
             if self._fatal is not None:
                 raise GeneratorError(self._fatal)
             await self._wait_event(None)
+        if self.settings.presign:
+            self._signed_ahead = True
+            self.presigned = self.available
+            self._check_fresh_enough()
+            # The signed-ahead pool is long-lived and large: a full collection walking it
+            # stalled the sender for over 10 ms.  Frozen, the collector passes it by.
+            gc.collect()
+            gc.freeze()
+
+    def _check_fresh_enough(self) -> None:
+        """A signed-ahead run must end while its oldest presentation is still fresh."""
+        planned = self.settings.planned_s
+        if planned is None:
+            return  # a closed loop by count: stale chunks are dropped, and reported
+        oldest = min(c.made_at for c in (self._cur, *self._pool) if c is not None)
+        late = time.time() + planned - (oldest + self._max_age_s)
+        if late > 0:
+            raise GeneratorError(
+                f"the first presentation signed ahead is {time.time() - oldest:.1f} s old; "
+                f"sending for {planned:g} s more would take it past the freshness window "
+                f"({self.source.corpus.freshness_ms / 1000:g} s, less a {PRESIGN_MARGIN_S:g} s "
+                f"margin) by {late:.1f} s: shorten the run, add --workers, or sign during "
+                "the run (no --presign)"
+            )
 
     # --- the pool -----------------------------------------------------------------------
 
@@ -327,7 +400,7 @@ class Driver:
             self._flush()
 
     def _next_chunk(self) -> None:
-        oldest = time.time() - self.settings.max_chunk_age_s
+        oldest = time.time() - self._max_age_s
         while self._pool:
             chunk = self._pool.popleft()
             if chunk.made_at >= oldest:
@@ -338,6 +411,8 @@ class Driver:
         self._cur = None
 
     def _refill(self) -> None:
+        if self._signed_ahead:
+            return  # the run's requests are all in the pool already
         rpc = self.source.requests_per_chunk
         deficit = self._pool_target - self.available - self.source.pending * rpc
         if deficit > 0:
@@ -433,6 +508,9 @@ class Driver:
                     burst = 0
                     now = perf()
             self._flush()
+            if blocked is SOURCE and self._signed_ahead:
+                self.ran_out = True  # every signed-ahead request is sent: nothing can come
+                break
             if blocked is not None:
                 started = perf()
                 if blocked is SOURCE:
@@ -486,6 +564,10 @@ class Driver:
         now = time.perf_counter()
         while conn.in_flight < conn.limit and not conn.closed:
             if self._cur is None:
+                if self._signed_ahead:
+                    self.ran_out = True  # the run ends with its signed-ahead requests
+                    self._stop_sending()
+                    return
                 if self._starved_since is None:
                     self._starved_since = now
                     self._refill()
@@ -724,11 +806,11 @@ class Driver:
         if self._starved_since is not None:  # still starved: charge it to this interval
             self._add_wait(SOURCE, now - self._starved_since)
             self._starved_since = now
-        c = np.asarray(self._iv_c, dtype=np.int64)
-        u = np.asarray(self._iv_u, dtype=np.int64)
-        stats.record(self.corrected, self._m_c)
-        stats.record(self.uncorrected, self._m_u)
-        stats.record(self.lag, self._m_lag)
+        c = np.frombuffer(self._iv_c, dtype=np.int64)
+        u = np.frombuffer(self._iv_u, dtype=np.int64)
+        self.corrected.add(np.frombuffer(self._m_c, dtype=np.int64))
+        self.uncorrected.add(np.frombuffer(self._m_u, dtype=np.int64))
+        self.lag.add(np.frombuffer(self._m_lag, dtype=np.int64))
         iv = self._iv
         interval = stats.Interval(
             t=round(now - self.t0, 3),
@@ -748,7 +830,9 @@ class Driver:
             window_wait_s=round(self._iv_wait[WINDOW], 3),
         )
         self.intervals.append(interval)
-        self._iv_c, self._iv_u, self._m_c, self._m_u, self._m_lag = [], [], [], [], []
+        self._iv_c, self._iv_u, self._m_c, self._m_u, self._m_lag = (
+            array.array("q") for _ in range(5)
+        )
         self._iv_lag_max = 0.0
         self._iv = dict.fromkeys(self._iv, 0)
         self._iv_wait = {SOURCE: 0.0, WINDOW: 0.0}
@@ -759,7 +843,7 @@ class Driver:
 
     def _result(self, started_at: float) -> RunResult:
         s = self.settings
-        lag = stats.percentiles_ms(self.lag)
+        lag = stats.percentiles_ms(self.lag.histogram())
         end = self._last_measured_answer or time.perf_counter()
         measured_s = max(end - self.warm_end, 1e-9)
         window, source = self._m_wait[WINDOW], self._m_wait[SOURCE]
@@ -794,8 +878,8 @@ class Driver:
             measured_s=measured_s,
             counts=self.counts,
             warmup=self.warm_counts,
-            corrected=self.corrected,
-            uncorrected=self.uncorrected,
+            corrected=self.corrected.histogram(),
+            uncorrected=self.uncorrected.histogram(),
             intervals=self.intervals,
             schedule=schedule,
             mismatch_examples=self.mismatch_examples,
@@ -804,4 +888,6 @@ class Driver:
             aborted=self._fatal or self._interrupted,
             workers=self.source.workers,
             corpus=str(self.source.corpus.directory),
+            presigned=self.presigned,
+            ran_out=self.ran_out,
         )

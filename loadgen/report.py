@@ -56,10 +56,14 @@ def describe_run(r: RunResult) -> str:
         load = f"closed loop, {s.concurrency} requests in flight"
     length = f"{s.duration:g} s" if s.duration is not None else f"{s.requests:,} requests"
     warm = f" after {s.warmup:g} s of warm-up" if s.warmup else ""
+    signing = (
+        f"{r.presigned:,} requests signed ahead by {r.workers} worker(s)"
+        if r.presigned
+        else f"{r.workers} signing worker(s)"
+    )
     return (
         f"{load}, {length}{warm}; {s.host}:{s.port}, {s.connections} connections x "
-        f"pipeline {s.pipeline}, {r.batch} presentation(s) per request, "
-        f"{r.workers} signing worker(s)"
+        f"pipeline {s.pipeline}, {r.batch} presentation(s) per request, {signing}"
     )
 
 
@@ -97,6 +101,10 @@ def summary_text(r: RunResult) -> str:
             f"warm-up      {w.requests:,} requests (not in the figures above), "
             f"{w.mismatches:,} mismatches, {w.busy:,} BUSY, {w.error_count:,} errors"
             f"{_errors(w.errors)}"
+        )
+    if r.ran_out and not s_open(r):
+        lines.append(
+            f"signed ahead all {r.presigned:,} requests were sent: the run ended with them"
         )
     sched = r.schedule
     message = sched.message()
@@ -186,6 +194,8 @@ def to_json(r: RunResult) -> dict:
             "pipeline": s.pipeline,
             "batch": r.batch,
             "workers": r.workers,
+            "presigned": r.presigned,
+            "ran_out": r.ran_out,
             "corpus": r.corpus,
             "outcomes": r.outcome_names,
         },

@@ -139,6 +139,9 @@ def drive(
                 f"expected {example['expected']}, got {example['got']}{reason}"
             )
 
+    if progress is not None and settings.presign:
+        progress(f"signing {settings.presign_requests:,} requests ahead of the run")
+
     async def main():
         return await Driver(
             settings, source, on_interval=on_interval, on_mismatch=on_mismatch

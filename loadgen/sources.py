@@ -321,6 +321,7 @@ class Source:
             self._procs.append(proc)
         self._decoders = [FrameDecoder(1 << 31) for _ in range(workers)]
         self.outstanding = [0] * workers  # chunks asked for and not yet received
+        self.asked = 0  # chunks asked for in all
         self._on_chunk: Callable[[Chunk], None] | None = None
         self._on_error: Callable[[str], None] | None = None
         self._loop = None
@@ -382,6 +383,7 @@ class Source:
         for _ in range(chunks):
             w = min(range(self.workers), key=lambda i: self.outstanding[i] + per[i])
             per[w] += 1
+        self.asked += chunks
         for w, n in enumerate(per):
             if n:
                 self.outstanding[w] += n

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from fake_server import FakeServer
 
 from loadgen import corpus as corpus_mod
+from loadgen import stats
 from loadgen.cli import main
 
 
@@ -330,3 +332,75 @@ def test_find_peak_search(monkeypatch, start, rates, peak):
     )
     assert [s.rate for s in result.steps] == rates
     assert result.peak == peak and not result.lower_bound_only and not result.reached_max
+
+
+def test_recorder_builds_the_same_histogram_as_recording_each_value():
+    """The run's latencies are counted in numpy and turned into an HdrHistogram at the
+    end: it must equal one filled value by value, long values included."""
+    rng = np.random.default_rng(5)
+    rec, direct = stats.Recorder(), stats.new_histogram()
+    for _ in range(7):  # interval by interval
+        v = rng.lognormal(7, 1.2, 3000).astype(np.int64)  # ~1 ms, a tail past 65.5 ms
+        v[:3] = (0, stats.EXACT_US - 1, stats.EXACT_US)  # the edges; 0 counts as 1 us
+        rec.add(v)
+        stats.record(direct, v)
+    rec.add(np.array([], dtype=np.int64))
+    got = rec.histogram()
+    assert got.get_max_value() > stats.EXACT_US and got.get_total_count() == 21_000
+    assert got.get_total_count() == direct.get_total_count()
+    assert got.get_min_value() == direct.get_min_value() == 1
+    assert got.get_max_value() == direct.get_max_value()
+    for p in (0.1, 1, 10, 50, 90, 99, 99.9, 99.99, 100):
+        assert got.get_value_at_percentile(p) == direct.get_value_at_percentile(p)
+
+
+def test_presign_signs_the_whole_schedule_before_the_clock_starts(fake, valid_corpus):
+    """Every chunk is asked for before the run starts; during it the workers sign nothing."""
+    from loadgen import runner
+    from loadgen.driver import Settings
+
+    srv = fake()
+    settings = Settings(
+        "127.0.0.1", srv.port, rate=600, duration=0.5, warmup=0.25, presign=-1, max_lag_ms=1000
+    )
+    assert settings.presign_requests == 450
+    source = runner.start_source(valid_corpus, {"valid": 1}, 1, 1)
+    try:
+        r = runner.drive(settings, source)
+        asked = source.asked
+    finally:
+        source.close()
+    assert not r.failed, (r.mismatch_examples, r.error_examples, r.aborted)
+    assert not r.ran_out
+    assert r.presigned >= 450 and asked * source.requests_per_chunk == r.presigned
+    assert r.schedule.scheduled == r.schedule.sent == 300 and r.schedule.not_sent == 0
+    assert r.counts.requests + r.warmup.requests == 450 == srv.requests
+
+
+def test_presign_closed_loop_ends_with_its_signed_requests(tmp_path, fake, valid_corpus):
+    srv = fake()
+    rc, doc = run(
+        tmp_path, srv.port, valid_corpus, "--concurrency", "8", "--duration", "30",
+        "--presign", "300",
+    )  # fmt: skip
+    assert rc == 0
+    s = doc["settings"]
+    assert s["ran_out"] and s["presigned"] >= 300
+    assert doc["counts"]["requests"] == s["presigned"] == srv.requests
+    assert doc["measured_s"] < 30
+
+
+def test_presign_refuses_a_run_that_would_outlive_freshness(tmp_path, fake, pki, capsys):
+    """A corpus for a server with a 10.5 s freshness window: signed-ahead presentations
+    must go out within half a second (less the margin), so a 2 s run is refused."""
+    short = corpus_mod.build(pki.directory, 20, tmp_path / "c", {"valid": 1}, freshness_ms=10_500)
+    srv = fake()
+    base = ["run", "--target", f"127.0.0.1:{srv.port}", "--corpus", str(short.directory)]
+    base += ["--workers", "1", "--warmup", "0", "--quiet"]
+    assert main([*base, "--rate", "50", "--duration", "2", "--presign"]) == 2
+    err = capsys.readouterr().err
+    assert "freshness window (10.5 s" in err and "shorten the run" in err
+    assert srv.requests == 0
+    # A closed loop has no schedule to sign: it takes a count.
+    assert main([*base, "--concurrency", "4", "--duration", "1", "--presign"]) == 2
+    assert "give presign a request count" in capsys.readouterr().err
