@@ -92,7 +92,9 @@ class Connection(asyncio.Protocol):
             return
         if frames:
             self.last_frame = now
-            self.server.handle_frames(self, frames, now)
+            # Arrival times at full resolution (the loop's clock has a 1 ms grain): they
+            # time the latency budget and the latency histogram.
+            self.server.handle_frames(self, frames, time.monotonic())
         if self.decoder.pending:
             if frames or self.partial_since is None:
                 self.partial_since = now
@@ -434,9 +436,10 @@ class Server:
                 if not len(self._filling):
                     return
                 due = self._filling.first_arrival + b.latency_budget_ms / 1000
-                if not self.draining and self.loop.time() < due:
+                wait = due - time.monotonic()
+                if not self.draining and wait > 0:
                     if self._timer is None:
-                        self._timer = self.loop.call_at(due, self._on_timer)
+                        self._timer = self.loop.call_later(wait, self._on_timer)
                     return
                 self._seal()
             self._dispatch(self._ready.popleft())
@@ -464,7 +467,7 @@ class Server:
             logging.getLogger(logs.LOGGER).exception("batch_failed", extra={"fields": {}})
             outputs = self._internal_errors(batch)
         # Metrics first: whoever reads them after seeing a response sees it counted.
-        now = self.loop.time()
+        now = time.monotonic()
         self.metrics.count_verdicts(batch.verdict_counts())
         self.metrics.latency.observe(now - batch.arrivals())
         self.metrics.batch_size.observe_one(count)

@@ -448,3 +448,49 @@ def test_a_failing_batch_answers_internal_error_and_the_server_goes_on(start_ser
     run(go())
     assert srv.server.in_flight == 0
     assert len(calls) == 2
+
+
+def _batches(srv) -> tuple[float, float]:
+    """(batches verified, presentations in them), from the batch-size histogram."""
+    text = generate_latest(srv.server.metrics.registry).decode()
+    count = float(text.split("essc_batch_size_count ")[1].split()[0])
+    total = float(text.split("essc_batch_size_sum ")[1].split()[0])
+    return count, total
+
+
+def test_a_batch_goes_when_full_and_the_rest_waits_for_the_budget(start_server, scenarios):
+    """max_batch 4 and a budget far beyond the test: of five requests in one write, four
+    make a full batch at once and the fifth waits, however free the worker, until three
+    more fill its batch."""
+    srv = start_server(batching__max_batch=4, batching__latency_budget_ms=3_600_000)
+    conn = RawConnection(srv.port)
+    ps = scenarios.presentations([Verdict.OK] * 8, now_ms())
+    conn.send(b"".join(proto.request(i, "verify", presentation=p) for i, p in enumerate(ps[:5])))
+    first = sorted(conn.response()["id"] for _ in range(4))
+    assert first == [0, 1, 2, 3]
+    assert srv.call(_filling(srv)) == 1  # the fifth, still waiting for company
+    conn.send(b"".join(proto.request(i, "verify", presentation=ps[i]) for i in range(5, 8)))
+    rest = sorted(conn.response()["id"] for _ in range(4))
+    assert rest == [4, 5, 6, 7]
+    conn.close()
+    srv.stop()
+    assert _batches(srv) == (2.0, 8.0)
+
+
+async def _filling(srv) -> int:
+    return len(srv.server._filling)
+
+
+def test_a_lone_request_goes_when_its_budget_is_up(start_server, scenarios):
+    """A budget of 20 ms and batches of up to 128: one request still gets its answer,
+    alone in its batch, once its time is up."""
+    srv = start_server(batching__latency_budget_ms=20)
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            (p,) = scenarios.presentations([Verdict.OK], now_ms())
+            return await asyncio.wait_for(client.verify(p), 30)
+
+    assert run(go()).verdict is Verdict.OK
+    srv.stop()
+    assert _batches(srv) == (1.0, 1.0)
