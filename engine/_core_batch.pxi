@@ -17,6 +17,8 @@ cdef extern from "native/replay_table.h" nogil:
                          const uint64_t *expires_ms, size_t n, uint64_t now_ms,
                          uint8_t *states)
     size_t esc_replay_live(esc_replay_table *t, uint64_t now_ms)
+    void esc_replay_budgets(size_t n, size_t *move, size_t *count)
+    void esc_replay_debug(esc_replay_table *t, size_t out[6])
 
 cdef enum:
     _VERDICT_OK = 0
@@ -69,6 +71,20 @@ cdef class ReplayTable:
     cdef int _check(self, const uint8_t *const *keys, const uint64_t *expires, size_t n,
                     uint64_t now_ms, uint8_t *states) nogil:
         return esc_replay_check(&self.table, keys, expires, n, now_ms, states)
+
+    def _upkeep(self):
+        """For tests: the table's incremental upkeep as of the last check."""
+        cdef size_t out[6]
+        esc_replay_debug(&self.table, out)
+        return {"moved": out[0], "counted": out[1], "live_bound": out[2], "slots": out[3],
+                "migrating": bool(out[4]), "counting": bool(out[5])}
+
+    @staticmethod
+    def _budgets(size_t n):
+        """For tests: the most slots a check of n keys moves, and counts."""
+        cdef size_t move, count
+        esc_replay_budgets(n, &move, &count)
+        return move, count
 
 
 cdef struct _Request:

@@ -70,3 +70,169 @@ def test_bad_arguments():
         c.check_and_record([b"short"], [1], 0)
     with pytest.raises(ValueError, match="differ in length"):
         c.check_and_record([key("a")], [1, 2], 0)
+
+
+# The table grows and drops expired entries by migrating a bounded number of slots per
+# call into a new table while the old one answers look-ups, and counts live entries with
+# an incremental sweep (engine/native/replay_table.h).  These drive it through many
+# migrations with small calls, so that keys come back while they sit in the old table.
+
+
+def _batch(rng, pool, now, n, horizon):
+    keys = [rng.choice(pool) for _ in range(n)]
+    if n > 1 and rng.random() < 0.3:
+        keys[rng.randrange(n)] = keys[0]  # the same key twice in one call
+    return keys, [now + rng.randrange(1, horizon) for _ in keys]
+
+
+def _model_states(model, keys, expires, now, capacity):
+    want, live = [], sum(v >= now for v in model.values())
+    for k, e in zip(keys, expires):
+        if model.get(k, -1) >= now:
+            want.append(REPLAYED)
+        elif live >= capacity:
+            want.append(NO_ROOM)
+        else:
+            model[k] = e  # replaces an expired record, if any
+            live += e >= now
+            want.append(FRESH)
+    return want
+
+
+def test_model_through_many_migrations_with_expiry_and_jumps():
+    rng = random.Random(11)
+    c = MemoryReplayCache(capacity=1_000_000)
+    model: dict[bytes, int] = {}
+    pool = [os.urandom(32) for _ in range(20_000)]
+    now, migrations, while_migrating, old_hits = 1_000, 0, 0, 0
+    was_migrating = False
+    for step in range(4_000):
+        now += rng.choice([0, 1, 7, 40]) if rng.random() < 0.995 else rng.randrange(2_000, 9_000)
+        keys, expires = _batch(rng, pool, now, rng.choice([0, 1, 3, 8, 25]), 3_000)
+        known = {k for k in keys if k in model}
+        want = _model_states(model, keys, expires, now, c.capacity)
+        assert c.check_and_record(keys, expires, now) == want, step
+        up = c._upkeep()
+        if was_migrating:
+            while_migrating += 1
+            old_hits += len(known)
+        migrations += up["migrating"] and not was_migrating
+        was_migrating = up["migrating"]
+        if step % 10 == 0:
+            live = sum(e >= now for e in model.values())
+            assert up["live_bound"] >= live and c.live(now) == live
+    assert migrations >= 5 and while_migrating >= 100 and old_hits >= 500
+
+
+def test_live_limit_exact_while_nothing_expires():
+    # With no entry expiring the live bound is exact: NO_ROOM exactly at the limit, also
+    # while a migration is under way (the table of 4096 slots begins one near 2868 keys).
+    rng = random.Random(3)
+    capacity = 2_880
+    c = MemoryReplayCache(capacity=capacity)
+    model: dict[bytes, int] = {}
+    pool = [os.urandom(32) for _ in range(4_000)]
+    now, refused_while_migrating = 1_000, 0
+    for step in range(2_500):
+        now += rng.randrange(0, 3)
+        keys = [rng.choice(pool) for _ in range(rng.choice([1, 2, 5, 12]))]
+        expires = [10**12] * len(keys)
+        migrating = c._upkeep()["migrating"]
+        want = _model_states(model, keys, expires, now, capacity)
+        got = c.check_and_record(keys, expires, now)
+        assert got == want, step
+        migrating = migrating and c._upkeep()["migrating"]
+        refused_while_migrating += migrating and NO_ROOM in got
+    assert len(model) == capacity and refused_while_migrating > 0
+
+
+def test_live_limit_with_expiry_never_exceeded_and_room_comes_back():
+    rng = random.Random(8)
+    capacity = 3_000
+    c = MemoryReplayCache(capacity=capacity)
+    model: dict[bytes, int] = {}
+    recent: list[bytes] = []
+    now, refused = 1_000, 0
+    for step in range(4_000):
+        now += rng.choice([1, 2, 5])
+        if rng.random() < 0.002:
+            now += 5_000
+        keys = [os.urandom(32) for _ in range(rng.choice([1, 4, 16]))]
+        if recent and rng.random() < 0.5:
+            keys[0] = rng.choice(recent)  # live or expired, maybe still in the old table
+        expires = [now + rng.randrange(1_000, 4_000) for _ in keys]
+        got = c.check_and_record(keys, expires, now)
+        model = {k: v for k, v in model.items() if v >= now}  # the same answers from here
+        for k, e, s in zip(keys, expires, got):
+            if k in model:
+                assert s == REPLAYED, step  # nothing live is forgotten
+            elif s == FRESH:
+                assert len(model) < capacity, step  # the limit is hard
+                model[k] = e
+                recent = [*recent[-499:], k]
+            else:
+                assert s == NO_ROOM
+                refused += 1
+        bound = c._upkeep()["live_bound"]
+        assert bound >= len(model)
+        assert any(s == NO_ROOM for s in got) <= (bound >= capacity)
+    assert refused > 0
+    # Everything expires: within a second and one sweep's worth of calls there is room.
+    now += 10_000
+    got = []
+    for _ in range(capacity):
+        now += 1
+        got = c.check_and_record([os.urandom(32)], [now + 100_000], now)
+        if got == [FRESH]:
+            break
+    assert got == [FRESH]
+
+
+def test_upkeep_per_call_is_bounded():
+    # Without timing: the slots a call migrates and counts never exceed the budgets for
+    # its number of keys, though migrations and sweeps cover far more in all.
+    rng = random.Random(2)
+    c = MemoryReplayCache(capacity=40_000)
+    now, moved, counted, seen_migrations = 1_000, 0, 0, 0
+    for _ in range(6_000):
+        now += rng.choice([1, 3, 10, 200])
+        n = rng.choice([0, 1, 4, 20, 20, 64])
+        keys = [os.urandom(32) for _ in range(n)]
+        c.check_and_record(keys, [now + rng.randrange(1, 20_000) for _ in keys], now)
+        up = c._upkeep()
+        move, count = MemoryReplayCache._budgets(n)
+        assert up["moved"] <= move and up["counted"] <= count
+        moved += up["moved"]
+        counted += up["counted"]
+        seen_migrations += up["migrating"]
+    assert moved > 50 * MemoryReplayCache._budgets(64)[0]
+    assert counted > 10 * MemoryReplayCache._budgets(64)[1] and seen_migrations > 100
+
+
+def test_counting_sweep_keeps_insertions_behind_it():
+    # A sweep that counts live entries over several calls must count the keys recorded
+    # behind its cursor meanwhile, or the limit could be overrun once it ends.
+    capacity = 30_000
+    c = MemoryReplayCache(capacity=capacity)
+    model: dict[bytes, int] = {}
+    now = 1_000
+    for i in range(298):  # 20,000 short-lived, 9,800 long-lived; under the limit
+        keys = [os.urandom(32) for _ in range(100)]
+        expires = [now + 10 if i < 200 else 10**12 for _ in keys]
+        assert _model_states(model, keys, expires, now, capacity) == [FRESH] * 100
+        assert c.check_and_record(keys, expires, now) == [FRESH] * 100
+    now += 1_000  # the short-lived expire; the table still counts them
+    keys = [os.urandom(32) for _ in range(200)]  # near the limit: a sweep begins
+    assert c.check_and_record(keys, [10**12] * 200, now) == [FRESH] * 200
+    assert c._upkeep()["counting"]
+    _model_states(model, keys, [10**12] * 200, now, capacity)
+    while c._upkeep()["counting"]:  # until it ends the table is at its (stale) limit
+        assert c.check_and_record([], [], now) == []
+    for _ in range(2_010):  # to the limit and past it, exactly
+        now += 1
+        keys = [os.urandom(32) for _ in range(10)]
+        expires = [10**12] * 10
+        assert c.check_and_record(keys, expires, now) == _model_states(
+            model, keys, expires, now, capacity
+        )
+    assert sum(v >= now for v in model.values()) == capacity
