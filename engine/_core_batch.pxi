@@ -8,6 +8,9 @@
 from cpython.bytes cimport PyBytes_AS_STRING
 from libc.string cimport memset, strlen
 
+# Fewer items than this: the stage is cheaper done holding the GIL than handing it over.
+cdef Py_ssize_t _NOGIL_ITEMS = 2048
+
 cdef extern from "native/replay_table.h" nogil:
     ctypedef struct esc_replay_table:
         pass
@@ -252,7 +255,6 @@ cdef class VerifyBatch:
     def replay(self, ReplayTable table, uint64_t now_ms, uint64_t horizon_ms):
         """The last stage: records the nonces of the items still without a verdict, in
         order; a pair already recorded makes the item REPLAYED, a full table BUSY."""
-        cdef Py_ssize_t i, m = 0
         cdef uint8_t *keys = <uint8_t *>malloc(32 * self.n + 1)
         cdef const uint8_t **kp = <const uint8_t **>malloc(sizeof(uint8_t *) * (self.n + 1))
         cdef uint64_t *exp = <uint64_t *>malloc(sizeof(uint64_t) * (self.n + 1))
@@ -261,28 +263,39 @@ cdef class VerifyBatch:
         try:
             if not (keys and kp and exp and owner and states):
                 raise MemoryError()
-            with nogil:
-                for i in range(self.n):
-                    if self.verdict[i] != 0:
-                        continue
-                    memcpy(keys + 32 * m, self.ptrs[i] + self.parsed[i].serial, 16)
-                    memcpy(keys + 32 * m + 16, self.ptrs[i] + self.parsed[i].nonce, 16)
-                    kp[m] = keys + 32 * m
-                    exp[m] = self.parsed[i].timestamp_ms + horizon_ms
-                    owner[m] = i
-                    m += 1
-                table._check(kp, exp, m, now_ms, states)
-                for i in range(m):
-                    if states[i] == _REPLAY_SEEN:
-                        self.verdict[owner[i]] = _VERDICT_REPLAYED
-                    elif states[i] == _REPLAY_NO_ROOM:
-                        self.verdict[owner[i]] = _VERDICT_BUSY
+            # A server batch takes microseconds here: giving the GIL up and taking it
+            # back would cost more, in thread switches, than the event loop gains.
+            if self.n >= _NOGIL_ITEMS:
+                with nogil:
+                    self._replay(table, keys, kp, exp, owner, states, now_ms, horizon_ms)
+            else:
+                self._replay(table, keys, kp, exp, owner, states, now_ms, horizon_ms)
         finally:
             free(keys)
             free(kp)
             free(exp)
             free(owner)
             free(states)
+
+    cdef void _replay(self, ReplayTable table, uint8_t *keys, const uint8_t **kp,
+                      uint64_t *exp, size_t *owner, uint8_t *states, uint64_t now_ms,
+                      uint64_t horizon_ms) noexcept nogil:
+        cdef Py_ssize_t i, m = 0
+        for i in range(self.n):
+            if self.verdict[i] != 0:
+                continue
+            memcpy(keys + 32 * m, self.ptrs[i] + self.parsed[i].serial, 16)
+            memcpy(keys + 32 * m + 16, self.ptrs[i] + self.parsed[i].nonce, 16)
+            kp[m] = keys + 32 * m
+            exp[m] = self.parsed[i].timestamp_ms + horizon_ms
+            owner[m] = i
+            m += 1
+        table._check(kp, exp, m, now_ms, states)
+        for i in range(m):
+            if states[i] == _REPLAY_SEEN:
+                self.verdict[owner[i]] = _VERDICT_REPLAYED
+            elif states[i] == _REPLAY_NO_ROOM:
+                self.verdict[owner[i]] = _VERDICT_BUSY
 
     def fields(self, Py_ssize_t i):
         """(issuer_key_id, card_number, region, channel, serial, nonce, timestamp_ms,

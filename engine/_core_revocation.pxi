@@ -329,9 +329,11 @@ cdef class RevocationTable:
                     lens[i] = <size_t>PyBytes_GET_SIZE(item)
             out = np.empty(n, dtype=np.bool_)
             o = <uint8_t *>cnp.PyArray_DATA(out)
-            if n:
+            if n >= _NOGIL_ITEMS:
                 with nogil:
                     esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
+            elif n:  # a server batch's few look-ups: cheaper than handing the GIL over
+                esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
         finally:
             free(ptrs)
             free(lens)
