@@ -2,9 +2,11 @@
 """The engine's native core.
 
 Every entry point takes a whole batch, does the work in C with the GIL released
-(split across threads where it pays), and returns numpy arrays.  The C sources live
-in ``engine/native/``; each subsystem's Cython binding is an include file beside
-this one, so the boundary stays small and readable:
+(split across threads where it pays), and returns numpy arrays.  Stages that a server
+batch makes into microseconds of work (replay, revocation look-ups) keep the GIL below
+``_NOGIL_ITEMS`` items: handing it over and back would cost more in thread switches.
+The C sources live in ``engine/native/``; each subsystem's Cython binding is an
+include file beside this one, so the boundary stays small and readable:
 
 - ``_core_sodium.pxi``: libsodium, loaded from PyNaCl's bundled copy at import.
 - ``_core_sigbatch.pxi``: batch Ed25519 verification and signing.
@@ -19,6 +21,8 @@ this one, so the boundary stays small and readable:
 cimport numpy as cnp
 
 cnp.import_array()
+
+cdef Py_ssize_t _NOGIL_ITEMS = 2048
 
 include "_core_sodium.pxi"
 include "_core_sigbatch.pxi"

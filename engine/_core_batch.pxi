@@ -8,9 +8,6 @@
 from cpython.bytes cimport PyBytes_AS_STRING
 from libc.string cimport memset, strlen
 
-# Fewer items than this: the stage is cheaper done holding the GIL than handing it over.
-cdef Py_ssize_t _NOGIL_ITEMS = 2048
-
 cdef extern from "native/replay_table.h" nogil:
     ctypedef struct esc_replay_table:
         pass
@@ -263,9 +260,7 @@ cdef class VerifyBatch:
         try:
             if not (keys and kp and exp and owner and states):
                 raise MemoryError()
-            # A server batch takes microseconds here: giving the GIL up and taking it
-            # back would cost more, in thread switches, than the event loop gains.
-            if self.n >= _NOGIL_ITEMS:
+            if self.n >= _NOGIL_ITEMS:  # else microseconds: keep the GIL (_core.pyx)
                 with nogil:
                     self._replay(table, keys, kp, exp, owner, states, now_ms, horizon_ms)
             else:

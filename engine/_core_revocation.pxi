@@ -332,7 +332,7 @@ cdef class RevocationTable:
             if n >= _NOGIL_ITEMS:
                 with nogil:
                     esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
-            elif n:  # a server batch's few look-ups: cheaper than handing the GIL over
+            elif n:  # a server batch's few look-ups: keep the GIL (_core.pyx)
                 esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
         finally:
             free(ptrs)

@@ -243,9 +243,8 @@ class Driver:
             want = settings.concurrency * 2
         self._pool_target = int(min(max(want, 2 * rpc), settings.max_pool_chunks * rpc))
         self._max_age_s = settings.max_chunk_age_s
-        self.presigned = 0
+        self.presigned = 0  # set once the whole run is in the pool (presign)
         self.ran_out = False
-        self._signed_ahead = False  # set once the whole run is in the pool
         if settings.presign:
             self._pool_target = settings.presign_requests
             self._max_age_s = source.corpus.freshness_ms / 1000 - PRESIGN_MARGIN_S
@@ -280,6 +279,8 @@ class Driver:
         self._idle: asyncio.Future | None = None
         self._sending = False  # the closed loop sends while this is set
         self._open_sending = False  # the open loop's schedule is running
+        self._sched: _Schedule | None = None  # the open loop's, and its end and cutoff
+        self._end = self._cutoff = math.inf
         self._left = -1  # measured requests still to send (-1: run by duration)
         self._starved_since: float | None = None
         self._rr = 0
@@ -328,7 +329,7 @@ class Driver:
                     loop.remove_signal_handler(signal.SIGINT)
             self._tick(time.perf_counter())
         finally:
-            if self._signed_ahead:
+            if self.presigned:
                 gc.unfreeze()
             self.source.detach()
             self._closing = True
@@ -360,7 +361,6 @@ class Driver:
                 raise GeneratorError(self._fatal)
             await self._wait_event(None)
         if self.settings.presign:
-            self._signed_ahead = True
             self.presigned = self.available
             self._check_fresh_enough()
             # The signed-ahead pool is long-lived and large: a full collection walking it
@@ -413,7 +413,7 @@ class Driver:
         self._cur = None
 
     def _refill(self) -> None:
-        if self._signed_ahead:
+        if self.presigned:
             return  # the run's requests are all in the pool already
         rpc = self.source.requests_per_chunk
         deficit = self._pool_target - self.available - self.source.pending * rpc
@@ -469,14 +469,14 @@ class Driver:
         s = self.settings
         self._sched = sched = _Schedule(s.rate, s.arrivals, self.t0)
         self._end = end = self.warm_end + s.duration if s.duration is not None else math.inf
-        self._open_left = s.requests if s.requests is not None else -1  # measured, to send
+        self._left = s.requests if s.requests is not None else -1
         # Requests due before the end still go out a little after it (a timer is never
         # exact); beyond this grace, those still unsent count as not sent.
         self._cutoff = cutoff = end + s.max_lag_ms / 1000
         perf = time.perf_counter
         self._open_sending = True
         try:
-            while self._open_left != 0 and self._fatal is None and self._interrupted is None:
+            while self._left != 0 and self._fatal is None and self._interrupted is None:
                 t = sched.t
                 now = perf()
                 if t >= end or now >= cutoff:
@@ -489,7 +489,7 @@ class Driver:
                     await asyncio.sleep(max(t - now, TIMER_GRAIN_S))
                     continue
                 blocked = self._send_due(now)
-                if blocked is SOURCE and self._signed_ahead:
+                if blocked is SOURCE and self.presigned:
                     self.ran_out = True  # every signed-ahead request is sent: none can come
                     break
                 if blocked is not None:
@@ -513,7 +513,7 @@ class Driver:
         t = sched.t
         blocked = None
         burst = 0
-        while t <= now and t < end and self._open_left != 0:
+        while t <= now and t < end and self._left != 0:
             if self._cur is None:
                 blocked = SOURCE
                 break
@@ -522,8 +522,8 @@ class Driver:
                 blocked = WINDOW
                 break
             self._send(conn, t, now)
-            if t >= self.warm_end and self._open_left > 0:
-                self._open_left -= 1
+            if t >= self.warm_end and self._left > 0:
+                self._left -= 1
             sched.advance()
             t = sched.t
             burst += 1
@@ -575,7 +575,7 @@ class Driver:
         now = time.perf_counter()
         while conn.in_flight < conn.limit and not conn.closed:
             if self._cur is None:
-                if self._signed_ahead:
+                if self.presigned:
                     self.ran_out = True  # the run ends with its signed-ahead requests
                     self._stop_sending()
                     return

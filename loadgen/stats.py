@@ -37,7 +37,10 @@ def record(hist: HdrHistogram, values_us) -> None:
     if len(values_us) == 0:
         return
     v = np.clip(np.asarray(values_us, dtype=np.int64), 1, HIGHEST_US)
-    values, counts = np.unique(v, return_counts=True)
+    _record_counts(hist, *np.unique(v, return_counts=True))
+
+
+def _record_counts(hist: HdrHistogram, values: np.ndarray, counts: np.ndarray) -> None:
     for value, count in zip(values.tolist(), counts.tolist()):
         hist.record_value(value, count)
 
@@ -61,21 +64,16 @@ class Recorder:
 
     def add(self, values_us) -> None:
         v = np.clip(np.asarray(values_us, dtype=np.int64), 1, HIGHEST_US)
-        if v.size == 0:
-            return
         small = v < EXACT_US
-        if small.all():
-            self.counts += np.bincount(v, minlength=EXACT_US)
-            return
         self.counts += np.bincount(v[small], minlength=EXACT_US)
-        self._long.append(v[~small])
+        if not small.all():
+            self._long.append(v[~small])
 
     def histogram(self) -> HdrHistogram:
         """The values recorded so far, as an HdrHistogram."""
         hist = new_histogram()
         values = np.flatnonzero(self.counts)
-        for value, count in zip(values.tolist(), self.counts[values].tolist()):
-            hist.record_value(value, count)
+        _record_counts(hist, values, self.counts[values])
         if self._long:
             record(hist, np.concatenate(self._long))
         return hist
