@@ -129,19 +129,23 @@ def _ed25519_test_field_ops(bytes a, bytes b):
 
 def _ed25519_test_pow22523_lanes(values):
     """z^((p-5)/8) for up to eight 32-byte z, through the 8-lane (IFMA) and the
-    2-lane code, as two lists of canonical encodings."""
+    2-lane code, as two lists of canonical encodings; the first is None where the
+    CPU lacks AVX-512 IFMA (the 8-lane code would fault there)."""
     cdef fe z[8]
     cdef fe r8[8]
     cdef fe r2[8]
     cdef int j, n = len(values)
     if not 1 <= n <= 8:
         raise ValueError("1 to 8 values")
+    cdef bint lanes8 = fe_simd_enabled() != 0
     for j in range(8):
         _fe_from(&z[j], values[j % n])
-    fe_pow22523_x8(r8, z)
+    if lanes8:
+        fe_pow22523_x8(r8, z)
     for j in range(0, 8, 2):
         fe_pow22523_x2(&r2[j], &z[j])
-    return [_fe_bytes(&r8[j]) for j in range(n)], [_fe_bytes(&r2[j]) for j in range(n)]
+    twos = [_fe_bytes(&r2[j]) for j in range(n)]
+    return ([_fe_bytes(&r8[j]) for j in range(n)] if lanes8 else None), twos
 
 
 def ed25519_simd(on=None):

@@ -310,7 +310,7 @@ def test_pow22523_eight_lanes_and_two_lanes():
         values = [bytes([*v[:31], v[31] & 0x7F]) for v in values]
         lanes8, lanes2 = _core._ed25519_test_pow22523_lanes(values)
         want = [le(pow(num(v), (P - 5) // 8, P)) for v in values]
-        assert lanes8 == want
+        assert lanes8 == (want if HAVE_SIMD else None)
         assert lanes2 == want
 
 
