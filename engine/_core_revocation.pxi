@@ -59,8 +59,12 @@ cdef extern from "native/revocation_lookup.h" nogil:
     int esc_revset_simd(int allow)
     void esc_fingerprint_rows(uint64_t seed, const uint8_t *kinds, const uint8_t *rows,
                               size_t n, esc_fp *out)
-    void esc_revset_contains(const esc_revset *r, int kind, const esc_ids *ids, size_t n,
-                             uint8_t *out, int mode, int threads)
+    int esc_revset_contains(const esc_revset *r, int kind, const esc_ids *ids, size_t n,
+                            uint8_t *out, int mode, int threads)
+
+cdef extern from "native/fault_guard.h" nogil:
+    int esc_fault_guard_install()
+    unsigned long esc_fault_guard_caught()
 
 cdef extern from "native/id_parse.h" nogil:
     ctypedef struct esc_bad_line:
@@ -72,6 +76,19 @@ cdef extern from "native/id_parse.h" nogil:
 
 KIND_CARD = 1
 KIND_CREDENTIAL = 2
+
+
+class RevocationDataUnreadable(OSError):
+    """The mapped revocation data could not be read (SIGBUS caught: the file under the
+    mapping was truncated, or its storage failed).  The table that raised it answers
+    nothing more; its owner must load the data again.  Never treat it as "not revoked"."""
+
+
+def fault_guard_caught():
+    """SIGBUS faults in revocation look-ups caught since the process started."""
+    return esc_fault_guard_caught()
+
+
 # Big buffers are checksummed without the GIL; small ones are not worth the switch.
 cdef size_t _NOGIL_BYTES = 1 << 16
 
@@ -258,11 +275,14 @@ cdef class RevocationTable:
     """
     cdef esc_revset rs
     cdef readonly object arrays
+    cdef readonly bint faulted  # a look-up hit an unreadable page: never read again
 
     def __init__(self, uint64_t seed, bloom, fps, index, unsigned bits, add_bloom, add_fps,
                  add_index, unsigned add_bits, remove_fps, remove_index, unsigned remove_bits):
         self.arrays = (bloom, fps, index, add_bloom, add_fps, add_index, remove_fps,
                        remove_index)
+        if esc_fault_guard_install() != 0:
+            raise OSError("cannot install the SIGBUS guard for mapped revocation data")
         cdef const uint32_t[::1] b = bloom
         cdef const uint32_t[::1] ab = add_bloom
         if b.shape[0] == 0 or b.shape[0] % 8 or ab.shape[0] == 0 or ab.shape[0] % 8:
@@ -286,6 +306,9 @@ cdef class RevocationTable:
         cdef cnp.ndarray arr
         cdef uint8_t *o
         cdef int mode = ESC_LOOKUP_BLOOM_ONLY if bloom_only else ESC_LOOKUP_FULL
+        cdef int rc = 0
+        if self.faulted:
+            raise RevocationDataUnreadable("revocation data in service became unreadable")
         if esc_kind_id_len(kind) == 0:
             raise ValueError(f"unknown kind code {kind}")
         if threads < 1:
@@ -331,12 +354,17 @@ cdef class RevocationTable:
             o = <uint8_t *>cnp.PyArray_DATA(out)
             if n >= _NOGIL_ITEMS:
                 with nogil:
-                    esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
+                    rc = esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
             elif n:  # a server batch's few look-ups: keep the GIL (_core.pyx)
-                esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
+                rc = esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
         finally:
             free(ptrs)
             free(lens)
+        if rc != 0:
+            self.faulted = True
+            raise RevocationDataUnreadable(
+                "a page of the mapped revocation data could not be read (SIGBUS): the "
+                "file under the mapping was truncated or its storage failed")
         return out
 
 

@@ -10,6 +10,13 @@ a Bloom hit is confirmed in the exact tier (sorted 128-bit fingerprints), so
 they are composed into one add set and one remove set when loaded.  All look-ups of
 a batch run in C without the GIL.
 
+The files are never mapped where they are configured: each is copied once into a
+private directory that only the engine writes (engine.revocation_private), and the
+copy is checksummed and mapped, so a file overwritten or truncated in place changes
+nothing in service.  Should mapped data ever become unreadable anyway, look-ups raise
+``_core.RevocationDataUnreadable`` (the verifier fails closed) and ``faulted`` is set
+until a reload.
+
 ``reload()`` builds the new state completely (opened, checksummed, composed) before
 swapping one reference; look-ups already running keep the state they started with,
 and its mappings are released only when the last of them finishes.  A reload that
@@ -28,6 +35,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from engine import _core
+from engine import revocation_private as private
 from engine.revocation_format import (
     KIND_CODES,
     Header,
@@ -54,6 +62,7 @@ class _State:
     created_at: float
     added: int  # ids in the composed add and remove sets
     removed: int
+    copies: frozenset[str]  # the private copies it maps
 
 
 class RevocationStore:
@@ -66,13 +75,19 @@ class RevocationStore:
         *,
         threads: int = 1,
         clock: Callable[[], float] = time.time,
+        private_dir: str | os.PathLike | None = None,
     ):
+        """``private_dir``: where the private copies go (default: private.default_directory)."""
         self.threads = threads
         self.clock = clock
         self._lock = threading.Lock()  # one reload at a time; look-ups never wait
         self._snapshot_path = os.fspath(snapshot)
         self._delta_paths = tuple(os.fspath(d) for d in deltas)
-        self._state = _load(self._snapshot_path, self._delta_paths)
+        self.private_dir = private.ensure_directory(
+            os.fspath(private_dir) if private_dir else private.default_directory()
+        )
+        self._state = _load(self._snapshot_path, self._delta_paths, self.private_dir)
+        private.prune(self.private_dir, set(self._state.copies))
 
     # --- the RevocationSource protocol -----------------------------------------------
 
@@ -101,6 +116,11 @@ class RevocationStore:
     def age(self) -> float:
         """Seconds since the newest data applied was created."""
         return self.clock() - self.created_at
+
+    @property
+    def faulted(self) -> bool:
+        """The data in service became unreadable (look-ups fail closed until a reload)."""
+        return self._state.table.faulted
 
     @property
     def snapshot_sequence(self) -> int:
@@ -138,15 +158,17 @@ class RevocationStore:
         with self._lock:
             snap = self._snapshot_path if snapshot is None else os.fspath(snapshot)
             paths = self._delta_paths if deltas is None else tuple(os.fspath(d) for d in deltas)
-            state = _load(snap, paths)
+            state = _load(snap, paths, self.private_dir)
             current = self._state
-            if state.sequence < current.sequence and not allow_older:
+            # Unreadable data is replaced by whatever validates, older or not.
+            if state.sequence < current.sequence and not allow_older and not self.faulted:
                 raise RevocationFileError(
                     f"{snap}: sequence {state.sequence} is older than the data in service "
                     f"({current.sequence}); not replacing it"
                 )
             self._state = state  # one reference swap: readers see old or new, whole
             self._snapshot_path, self._delta_paths = snap, paths
+            private.prune(self.private_dir, set(state.copies))
 
     def describe(self) -> dict:
         s = self._state
@@ -171,9 +193,24 @@ def _code(kind: str) -> int:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}") from None
 
 
-def _load(snapshot_path: str, delta_paths: tuple[str, ...]) -> _State:
-    snap = map_file(snapshot_path, kind="snapshot")
-    deltas = tuple(map_file(p, kind="delta") for p in delta_paths)
+def _map_private(path: str, kind: str, directory: str) -> tuple[MappedFile, str]:
+    """The file at ``path``, mapped from its private copy (checked as a whole first)."""
+    for _ in range(2):
+        copy, reused = private.private_copy(path, directory)
+        try:
+            return map_file(copy, kind=kind, name=path), copy
+        except RevocationFileError:
+            private.discard(copy)
+            if not reused:
+                raise
+            # A copy left by an earlier load that no longer validates: copy afresh.
+    raise AssertionError("unreachable")
+
+
+def _load(snapshot_path: str, delta_paths: tuple[str, ...], directory: str) -> _State:
+    snap, snap_copy = _map_private(snapshot_path, "snapshot", directory)
+    mapped = [_map_private(p, "delta", directory) for p in delta_paths]
+    deltas = tuple(m for m, _ in mapped)
     h = snap.header
     seen: dict[int, str] = {}
     for d in deltas:
@@ -225,6 +262,7 @@ def _load(snapshot_path: str, delta_paths: tuple[str, ...]) -> _State:
         created_at=float(max(x.created_at for x in headers)),
         added=len(add),
         removed=len(remove),
+        copies=frozenset([snap_copy, *(c for _, c in mapped)]),
     )
 
 

@@ -45,6 +45,7 @@ _FIXED = struct.Struct("<8sIIII QQQqQ QQQQ dII 8Q")
 _SECTIONS = 4
 assert _FIXED.size == 176
 _CRC_OFFSET = 248  # header_crc32c u32, then file_crc32c u32
+CRC_OFFSET = _CRC_OFFSET
 
 
 class RevocationFileError(Exception):
@@ -284,7 +285,7 @@ def read_header(path) -> Header:
     return parse_header(path, data, size)
 
 
-def map_file(path, *, kind: str | None = None) -> MappedFile:
+def map_file(path, *, kind: str | None = None, name: str | None = None) -> MappedFile:
     """Opens, checks and maps a revocation file; RevocationFileError if it is unusable.
 
     The whole file is checksummed before anything is used.  The mapping is
@@ -293,38 +294,42 @@ def map_file(path, *, kind: str | None = None) -> MappedFile:
     rename it over the old name, so an existing mapping keeps the old inode (and its
     pages) for as long as it lives.  Truncating or rewriting a mapped file in place
     would make readers fault (SIGBUS) on the pages that vanish, which is why the
-    engine never does it.
+    engine never does it (and maps only its private copies: engine.revocation_private).
+
+    ``name`` is what errors and ``MappedFile.path`` call the file (the configured path
+    when ``path`` is the engine's private copy of it).
     """
+    shown = os.fspath(path) if name is None else name
     if sys.byteorder != "little":
-        _fail(path, "revocation files are little-endian; this host is not")
+        _fail(shown, "revocation files are little-endian; this host is not")
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
-        _fail(path, f"cannot open: {e.strerror}")
+        _fail(shown, f"cannot open: {e.strerror}")
     try:
         size = os.fstat(fd).st_size
         if size < HEADER_SIZE:
-            parse_header(path, os.pread(fd, HEADER_SIZE, 0), size)  # raises the right error
+            parse_header(shown, os.pread(fd, HEADER_SIZE, 0), size)  # raises the right error
         mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
     except OSError as e:
-        _fail(path, f"cannot map: {e.strerror}")
+        _fail(shown, f"cannot map: {e.strerror}")
     finally:
         os.close(fd)
     _advise(mm, "MADV_SEQUENTIAL")
-    header = parse_header(path, mm[:HEADER_SIZE], size)
+    header = parse_header(shown, mm[:HEADER_SIZE], size)
     if kind is not None and header.kind != kind:
-        _fail(path, f"is a {header.kind} file, expected a {kind}")
+        _fail(shown, f"is a {header.kind} file, expected a {kind}")
     view = memoryview(mm)
     try:
         crc = _core.crc32c(view[HEADER_SIZE:], _core.crc32c(view[:_CRC_OFFSET]))
     finally:
         view.release()
     if crc != struct.unpack_from("<I", mm, _CRC_OFFSET + 4)[0]:
-        _fail(path, "checksum mismatch (the payload is corrupt)")
+        _fail(shown, "checksum mismatch (the payload is corrupt)")
     # Look-ups touch one random block each: read-ahead would only waste cache.
     _advise(mm, "MADV_RANDOM")
-    arrays = _section_arrays(path, header, mm)
-    return MappedFile(os.fspath(path), header, mm, arrays)
+    arrays = _section_arrays(shown, header, mm)
+    return MappedFile(shown, header, mm, arrays)
 
 
 def _advise(mm: mmap.mmap, name: str) -> None:

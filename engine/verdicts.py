@@ -49,8 +49,8 @@ MEANINGS: dict[Verdict, str] = {
     Verdict.NOT_YET_VALID: "the credential's validity window has not started",
     Verdict.EXPIRED: "the credential's validity window has ended",
     Verdict.STALE: "the presentation's timestamp is outside the freshness window",
-    Verdict.REVOCATION_DATA_STALE: "the revocation data is older than allowed; the engine "
-    "fails closed",
+    Verdict.REVOCATION_DATA_STALE: "the revocation data is older than allowed, or became "
+    "unreadable; the engine fails closed",
     Verdict.CARD_REVOKED: "the card is revoked (lost, cancelled or replaced)",
     Verdict.CREDENTIAL_REVOKED: "this credential (one app instance) is revoked",
     Verdict.REPLAYED: "this presentation's nonce was already used",

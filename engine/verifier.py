@@ -152,10 +152,16 @@ class Verifier:
                 stale_reason = f"revocation data {age:.0f} s old"
                 batch.set_verdict(idx, Verdict.REVOCATION_DATA_STALE)
             elif len(idx):
-                batch.set_verdict(idx[revocation.contains(CARD, cards)], Verdict.CARD_REVOKED)
-                batch.set_verdict(
-                    idx[revocation.contains(CREDENTIAL, serials)], Verdict.CREDENTIAL_REVOKED
-                )
+                try:
+                    revoked = revocation.contains(CARD, cards)
+                    batch.set_verdict(idx[revoked], Verdict.CARD_REVOKED)
+                    revoked = revocation.contains(CREDENTIAL, serials)
+                    batch.set_verdict(idx[revoked], Verdict.CREDENTIAL_REVOKED)
+                except _core.RevocationDataUnreadable:
+                    # Data that cannot be read says nothing about a card: fail closed
+                    # (whatever revocation_fail_open says) until a reload replaces it.
+                    stale_reason = "revocation data unreadable"
+                    batch.set_verdict(idx, Verdict.REVOCATION_DATA_STALE)
         batch.replay(self.replay, now_ms, cfg.freshness_ms + cfg.skew_ms)
         reasons = {}
         for i in batch.with_verdicts(_WITH_REASON):

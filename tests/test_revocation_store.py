@@ -3,9 +3,9 @@ hot reload under concurrent look-ups, files replaced while mapped."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,8 +17,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from revocation_helpers import as_bytes, delta, random_cards, random_serials, snapshot
 
+from engine import _core
 from engine.revocation import RevocationFileError, RevocationStore
-from engine.revocation_format import filter_fpr, map_file, sbbf_fpr
+from engine.revocation_format import (
+    HEADER_SIZE,
+    filter_fpr,
+    map_file,
+    read_header,
+    sbbf_fpr,
+    seal_header,
+)
 from engine.revocation_input import RevocationInputError
 from engine.revocation_source import SetRevocation
 
@@ -322,26 +330,113 @@ def test_a_file_replaced_on_disk_while_mapped_keeps_serving(tmp_path):
     assert result.stdout.strip() == "ok"
 
 
-TRUNCATE_IN_PLACE = """
+IN_PLACE = """
+import os, pathlib, shutil, sys
+from revocation_helpers import snapshot
+from engine import _core
+from engine.revocation import RevocationStore
+tmp = pathlib.Path(sys.argv[1])
+cards = [b"A%08d" % i for i in range(200_000)]
+path = snapshot(tmp, "live.snap", cards, sequence=1, seed=1)
+other = snapshot(tmp, "other.snap", cards, sequence=2, seed=2)  # same ids, other seed
+store = RevocationStore(path, private_dir=tmp / "private")
+shutil.copyfile(other, path)  # what cp, rsync --inplace and install do: same inode
+assert store.contains("card", cards).all(), "revoked cards read as good"
+assert store.sequence == 1  # the data as loaded, until a reload validates the new file
+os.truncate(path, 0)
+assert store.contains("card", cards).all(), "truncated in place"
+try:
+    store.reload()
+except Exception as e:
+    print("refused:", e)
+assert store.contains("card", cards).all() and store.sequence == 1
+shutil.copyfile(other, path)
+store.reload()
+assert store.contains("card", cards).all() and store.sequence == 2
+print("ok")
+"""
+
+
+def test_files_written_or_truncated_in_place_change_nothing_in_service(tmp_path):
+    # In a child process: were the configured file mapped, truncating it would end the
+    # reader with SIGBUS, and overwriting it would make every revoked card read as good.
+    result = _run_child(IN_PLACE, tmp_path)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("refused:") and "truncated" in lines[0], lines
+    assert lines[-1] == "ok"
+
+
+PRIVATE_COPY_LOST = """
 import os, pathlib, sys
 from revocation_helpers import snapshot
+from engine import _core
 from engine.revocation import RevocationStore
 tmp = pathlib.Path(sys.argv[1])
 cards = [b"A%08d" % i for i in range(200_000)]
 path = snapshot(tmp, "live.snap", cards)
-store = RevocationStore(path)
-os.truncate(path, 0)  # what the engine never does to a file in use
-store.contains("card", cards)
-print("survived")
+store = RevocationStore(path, private_dir=tmp / "private")
+(copy,) = (tmp / "private").iterdir()
+os.chmod(copy, 0o600)
+os.truncate(copy, 4096)  # the storage under the mapping fails: pages are gone
+for attempt in range(2):
+    try:
+        store.contains("card", cards)
+        print("answered")
+    except _core.RevocationDataUnreadable as e:
+        print("unreadable", store.faulted)
+store.reload()  # the configured file is intact: a fresh copy is made and validated
+print(store.contains("card", cards).all(), store.faulted, _core.fault_guard_caught())
 """
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux page-cache behaviour")
-def test_truncating_a_mapped_file_in_place_would_crash_a_reader(tmp_path):
-    # Why writers only ever rename over: truncation pulls the pages from under every
-    # mapping and the next look-up dies of SIGBUS.
-    result = _run_child(TRUNCATE_IN_PLACE, tmp_path)
-    assert result.returncode == -signal.SIGBUS, (result.returncode, result.stderr)
+def test_unreadable_mapped_data_fails_closed_instead_of_crashing(tmp_path):
+    result = _run_child(PRIVATE_COPY_LOST, tmp_path)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout.split("\n")[:3] == ["unreadable True", "unreadable True", "True False 1"]
+
+
+def test_private_copies_are_shared_and_pruned(tmp_path):
+    cards = [b"B%08d" % i for i in range(1000)]
+    first = snapshot(tmp_path, "a.snap", cards, sequence=1)
+    private = tmp_path / "private"
+    one = RevocationStore(first, private_dir=private)
+    two = RevocationStore(first, private_dir=private)  # another process on the host
+    (copy,) = private.iterdir()
+    assert oct(copy.stat().st_mode & 0o777) == "0o400"
+    assert one.is_revoked("card", cards[0]) and two.is_revoked("card", cards[-1])
+    snapshot(tmp_path, "a.snap", cards[:10], sequence=2)
+    os.utime(copy, (0, 0))  # loaded long ago: prunable once nothing here serves it
+    one.reload()
+    assert [p.name for p in private.iterdir()] == [
+        f"snapshot-2-{p.name.split('-')[2]}" for p in private.iterdir()
+    ]
+    # The unlinked copy is still mapped by the other store: its answers stand.
+    assert two.is_revoked("card", cards[-1]) and not one.is_revoked("card", cards[-1])
+
+
+def test_the_private_directory_must_be_private(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    path = snapshot(tmp_path, "s.snap", [b"C00000001"])
+    with pytest.raises(RevocationFileError, match="mode 0700"):
+        RevocationStore(path, private_dir=shared)
+
+
+def test_a_delta_not_after_its_snapshot_is_refused(tmp_path):
+    # The builder refuses to write one; a hand-made file must be refused as well.
+    base = snapshot(tmp_path, "base.snap", [b"D00000001"], sequence=5)
+    good = delta(tmp_path, "good.delta", base, add=([b"D00000002"], ()), sequence=6)
+    data = good.read_bytes()
+    header = dataclasses.replace(read_header(good), sequence=5)
+    packed = header.pack()
+    payload = data[HEADER_SIZE:]
+    same = tmp_path / "same.delta"
+    same.write_bytes(seal_header(packed, _core.crc32c(payload, _core.crc32c(packed))) + payload)
+    with pytest.raises(RevocationFileError, match="sequence 5 is not after its snapshot's 5"):
+        RevocationStore(base, [same], private_dir=tmp_path / "private")
 
 
 CARD_IDS = st.builds(

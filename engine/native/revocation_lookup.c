@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "fault_guard.h"
 #include "parallel.h"
 
 #define ESC_LOOP_RANGE esc_lookup_range_portable
@@ -62,18 +63,35 @@ int esc_revset_simd(int allow)
 #endif
 }
 
-void esc_revset_contains(const esc_revset *r, int kind, const esc_ids *ids, size_t n,
-                         uint8_t *out, int mode, int threads)
+typedef struct {
+    esc_range_fn loop;
+    esc_lookup_ctx *c;
+    int faulted;
+} guarded_lookup;
+
+/* Each thread's range under its own guard: a fault ends that range, and the call. */
+static void guarded_range(void *arg, size_t begin, size_t end)
+{
+    guarded_lookup *g = (guarded_lookup *)arg;
+    if (esc_guarded_call(g->loop, g->c, begin, end) != 0)
+        __atomic_store_n(&g->faulted, 1, __ATOMIC_RELAXED);
+}
+
+int esc_revset_contains(const esc_revset *r, int kind, const esc_ids *ids, size_t n,
+                        uint8_t *out, int mode, int threads)
 {
     esc_lookup_ctx c = {r, kind, ids, out, mode};
-    esc_range_fn loop = esc_lookup_range_portable;
+    guarded_lookup g = {esc_lookup_range_portable, &c, 0};
     if (esc_kind_id_len(kind) == 0) {
         memset(out, 0, n);
-        return;
+        return 0;
     }
 #if ESC_HAVE_AVX2_LOOP
     if (simd_allowed && avx2_usable())
-        loop = esc_lookup_range_avx2;
+        g.loop = esc_lookup_range_avx2;
 #endif
-    esc_parallel_for(n, threads, MIN_CHUNK, loop, &c);
+    if (esc_fault_guard_install() != 0) /* no guard: run unguarded rather than not at all */
+        return esc_parallel_for(n, threads, MIN_CHUNK, g.loop, &c), 0;
+    esc_parallel_for(n, threads, MIN_CHUNK, guarded_range, &g);
+    return __atomic_load_n(&g.faulted, __ATOMIC_RELAXED) ? -1 : 0;
 }

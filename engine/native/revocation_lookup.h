@@ -89,8 +89,11 @@ typedef struct {
     int mode;
 } esc_lookup_ctx;
 
-/* out[i] = 1 if ids[i] of `kind` is revoked; an id of the wrong length never is. */
-void esc_revset_contains(const esc_revset *r, int kind, const esc_ids *ids, size_t n,
-                         uint8_t *out, int mode, int threads);
+/* out[i] = 1 if ids[i] of `kind` is revoked; an id of the wrong length never is.
+ * Returns 0, or -1 when a page of the mapped data could not be read (SIGBUS: the file
+ * under the mapping was truncated or its storage failed; engine/native/fault_guard.h):
+ * out is then incomplete and the data must not be used again. */
+int esc_revset_contains(const esc_revset *r, int kind, const esc_ids *ids, size_t n,
+                        uint8_t *out, int mode, int threads);
 
 #endif
