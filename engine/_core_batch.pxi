@@ -348,10 +348,11 @@ cdef class VerifyBatch:
                    uint32_t max_items):
         """Takes the verify and verify_batch requests of payloads[start:] in C.
 
-        Stops before the batch would hold more than ``item_limit`` presentations
-        (but always takes at least one request).  A request beyond what the connection
-        or the server may still have in flight (``conn_budget``, ``server_budget``,
-        decreasing as requests are taken) is answered BUSY at once.  Returns
+        Stops before a request that would make the batch hold more than
+        ``item_limit`` presentations (an empty batch takes any one request whole): the
+        caller then seals this batch and goes on with a new one.  A request beyond what
+        the connection or the server may still have in flight (``conn_budget``,
+        ``server_budget``, decreasing as requests are taken) is answered BUSY at once.  Returns
         (next index, presentations taken, indexes of payloads left to the Python path,
         BUSY response frames as bytes, presentations answered BUSY for the connection's
         limit, and for the server's).

@@ -41,6 +41,8 @@ class ServerSection:
     idle_timeout_s: float = 300.0  # no complete frame for this long: closed
     frame_timeout_s: float = 10.0  # a started frame must complete within this
     drain_timeout_s: float = 10.0  # SIGTERM: longest wait for in-flight work
+    close_grace_s: float = 2.0  # a closing connection's unread responses: then reset
+    tls_handshake_timeout_s: float = 10.0  # a TLS handshake not done by then: closed
     max_protocol_errors: int = 16  # error responses before a connection is closed
     tls_cert: str = ""  # PEM certificate chain; TLS is on when set
     tls_key: str = ""  # PEM private key
@@ -70,6 +72,8 @@ class RevocationSection:
     deltas: list[str] = dataclasses.field(default_factory=list)
     max_age_s: float = 86400.0  # older data: REVOCATION_DATA_STALE (fail closed)
     fail_open: bool = False  # use stale data instead of failing closed
+    # Where the engine keeps the private copies it maps; empty: /dev/shm/essc-engine-<uid>
+    private_dir: str = ""
 
 
 @dataclasses.dataclass
@@ -129,6 +133,8 @@ class Config:
             "server.idle_timeout_s": s.idle_timeout_s,
             "server.frame_timeout_s": s.frame_timeout_s,
             "server.drain_timeout_s": s.drain_timeout_s,
+            "server.close_grace_s": s.close_grace_s,
+            "server.tls_handshake_timeout_s": s.tls_handshake_timeout_s,
             "server.max_protocol_errors": s.max_protocol_errors,
             "batching.max_batch": b.max_batch,
             "verification.freshness_ms": self.verification.freshness_ms,

@@ -104,6 +104,22 @@ class ServerMetrics:
         )
         self.queue_depth = Gauge("essc_in_flight", "Presentations queued or verifying", registry=r)
         self.connections = Gauge("essc_connections", "Open client connections", registry=r)
+        self.aborted = Counter(
+            "essc_connections_aborted",
+            "Connections reset after closing because the client did not read what was left",
+            registry=r,
+        )
+        self.tls_failures = Counter(
+            "essc_tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.connection_limit = Gauge(
+            "essc_connection_limit",
+            "Connections accepted at most (server.max_connections, bounded by descriptors)",
+            registry=r,
+        )
         self.trust_sequence = Gauge("essc_trust_list_sequence", "Trust list in service", registry=r)
         self.trust_age = Gauge(
             "essc_trust_list_age_seconds", "Age of the trust list in service", registry=r

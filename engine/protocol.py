@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from engine.credentials import CARD_NUMBER_RE, SERIAL_BYTES
 from engine.framing import encode as encode_frame
 from engine.verdicts import Verdict
 
@@ -59,17 +60,42 @@ class Request(NamedTuple):
     message: dict  # the decoded request, for the less frequent types
 
 
+class _Map(dict):
+    """A decoded msgpack map: its str keys, and how many keys it had that are neither
+    str nor bin (bin keys are unknown keys, ignored like any other)."""
+
+    __slots__ = ("bin_keys", "other_keys")
+
+
+def _map(pairs: list) -> _Map:
+    # Maps are built here rather than by msgpack so that a key of another type (an
+    # int, or an array, which could not even be a dict key) still leaves a map whose
+    # id can be read: the error then names the request.
+    out = _Map()
+    out.bin_keys = out.other_keys = 0
+    for key, value in pairs:
+        if type(key) is str:
+            out[key] = value
+        elif type(key) is bytes:
+            out.bin_keys += 1
+        else:
+            out.other_keys += 1
+    return out
+
+
 def parse_request(payload: bytes, max_items: int) -> Request:
     """Decode and validate one request frame; RequestError says what is wrong."""
     try:
-        msg = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        msg = msgpack.unpackb(payload, raw=False, strict_map_key=False, object_pairs_hook=_map)
     except Exception:
         raise RequestError(UNDECODABLE, "the frame is not one valid msgpack value") from None
-    if type(msg) is not dict:
+    if type(msg) is not _Map:
         raise RequestError(BAD_REQUEST, "a request must be a msgpack map")
     rid = msg.get("id")
     if type(rid) is not int or not 0 <= rid <= MAX_REQUEST_ID:
         raise RequestError(BAD_REQUEST, "'id' must be an unsigned 64-bit integer")
+    if msg.other_keys:
+        raise RequestError(BAD_REQUEST, "the keys of a request map must be str (or bin)", rid)
     kind = msg.get("type")
     context = msg.get("context")
     if context is not None:
@@ -102,6 +128,22 @@ def parse_request(payload: bytes, max_items: int) -> Request:
             raise RequestError(BAD_REQUEST, "give at least one id in 'cards' or 'credentials'", rid)
         if len(cards) + len(serials) > max_items:
             raise RequestError(TOO_MANY_ITEMS, f"more than {max_items} ids", rid)
+        # An id that cannot exist is an error, not "not revoked": the answer would be
+        # indistinguishable from a real look-up.
+        for k, card in enumerate(cards):
+            if not CARD_NUMBER_RE.match(card):
+                raise RequestError(
+                    BAD_REQUEST,
+                    f"cards[{k}] is not a card number (a capital letter and 8 digits)",
+                    rid,
+                )
+        for k, serial in enumerate(serials):
+            if len(serial) != SERIAL_BYTES:
+                raise RequestError(
+                    BAD_REQUEST,
+                    f"credentials[{k}] is not a 16-byte serial ({len(serial)} bytes)",
+                    rid,
+                )
         return Request(REVOCATION_CHECK, rid, [], context, msg)
     if kind == STATUS:
         return Request(STATUS, rid, [], context, msg)
@@ -113,8 +155,10 @@ def parse_request(payload: bytes, max_items: int) -> Request:
 
 
 def _context(value: Any, rid: int) -> dict:
-    if type(value) is not dict:
+    if type(value) is not _Map:
         raise RequestError(BAD_REQUEST, "'context' must be a map", rid)
+    if value.other_keys or value.bin_keys:
+        raise RequestError(BAD_REQUEST, "the keys of 'context' must be str", rid)
     for key, v in value.items():
         if key not in CONTEXT_KEYS:
             raise RequestError(BAD_REQUEST, f"unknown context key {str(key)[:40]!r}", rid)

@@ -25,7 +25,9 @@ import logging
 import os
 import queue
 import signal
+import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -51,9 +53,11 @@ _busy_log = logs.RateLimited()
 
 class Connection(asyncio.Protocol):
     __slots__ = (
+        "abort_timer",
         "closed",
         "decoder",
         "errors",
+        "handshaking",
         "in_flight",
         "last_frame",
         "partial_since",
@@ -74,10 +78,14 @@ class Connection(asyncio.Protocol):
         self.partial_since: float | None = None
         self.peer = ""
         self.slot = server.new_slot()  # how batches name this connection
+        self.abort_timer: asyncio.TimerHandle | None = None
+        self.handshaking = False  # TLS: accepted, counted, handshake not done yet
 
     # asyncio callbacks
 
     def connection_made(self, transport):
+        # With TLS this is the TCP accept: the connection counts against the limits
+        # from here, and the handshake (engine.server.Server._handshake) is bounded.
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -106,6 +114,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        if self.abort_timer is not None:
+            self.abort_timer.cancel()
+            self.abort_timer = None
         self.server.connection_lost(self)
 
     def pause_writing(self):
@@ -136,8 +147,25 @@ class Connection(asyncio.Protocol):
         self.server.metrics.protocol_errors.labels(code).inc()
         _log(logging.INFO, "connection_closed_on_error", peer=self.peer, code=code)
         self.send(proto.error_response(None, code, message))
+        self.close()
+
+    def close(self) -> None:
+        """Closes after flushing what is buffered, but never waits on the client for
+        longer than ``server.close_grace_s``: a client that stopped reading would
+        otherwise keep its slot and descriptor until it closed its own end."""
+        if self.abort_timer is not None or self.transport is None:
+            return
         self.closed = True
-        self.transport.close()  # flushes what is buffered, then closes
+        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            grace = self.server.cfg.server.close_grace_s
+            self.abort_timer = self.server.loop.call_later(grace, self._abort)
+
+    def _abort(self) -> None:
+        self.abort_timer = None
+        _log(logging.INFO, "connection_aborted", peer=self.peer, why="unread responses")
+        self.server.metrics.aborted.inc()
+        self.transport.abort()
 
 
 class Server:
@@ -195,9 +223,15 @@ class Server:
         self._threads: list[threading.Thread] = []
         self._timer: asyncio.TimerHandle | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket = None  # type: ignore[assignment]
+        self._accepting: asyncio.Task | None = None
         self._metrics_http = None
         self._tasks: list[asyncio.Task] = []
         self._idle = asyncio.Event()
+        self._tls: ssl.SSLContext | None = None
+        self.max_connections = cfg.server.max_connections  # bounded by descriptors at start
+        self._full_log = logs.RateLimited()
+        self._fault_log = logs.RateLimited()
         self._reload_lock: asyncio.Lock | None = None
         self._stopped: asyncio.Event | None = None
 
@@ -210,9 +244,22 @@ class Server:
         self._reload_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         s = self.cfg.server
-        self._server = await self.loop.create_server(
-            lambda: Connection(self), s.host, s.port, ssl=self._tls_context(), backlog=1024
-        )
+        self._tls = self._tls_context()
+        self.max_connections = connection_limit(s.max_connections, self.workers)
+        self.metrics.connection_limit.set(self.max_connections)
+        if self._tls is None:
+            self._server = await self.loop.create_server(
+                lambda: Connection(self), s.host, s.port, backlog=1024
+            )
+            self._listener = self._server.sockets[0]
+        else:
+            # TLS connections are accepted here rather than by an asyncio server, so each
+            # is counted and timed from its TCP accept, handshake included, and a failed
+            # handshake is seen (asyncio's server hides both until a handshake succeeds).
+            self._listener = socket.create_server((s.host, s.port), backlog=1024)
+            self._listener.setblocking(False)
+            self._accepting = self.loop.create_task(self._accept_tls())
+            self._tasks.append(self._accepting)
         for k in range(self.workers):
             thread = threading.Thread(target=self._work_loop, name=f"essc-verify-{k}", daemon=True)
             thread.start()
@@ -243,7 +290,7 @@ class Server:
 
     @property
     def port(self) -> int:
-        return self._server.sockets[0].getsockname()[1]
+        return self._listener.getsockname()[1]
 
     @property
     def metrics_port(self) -> int | None:
@@ -257,18 +304,24 @@ class Server:
         self.draining = True
         deadline = self.loop.time() + self.cfg.server.drain_timeout_s
         _log(logging.INFO, "draining", in_flight=self.in_flight, connections=len(self.connections))
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
+        else:
+            self._accepting.cancel()
+            self._listener.close()
         self._schedule()  # no more waiting for fuller batches
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - self.loop.time()))
         for conn in list(self.connections):
             if not conn.closed:
-                conn.closed = True
-                conn.transport.close()  # sends what is buffered first
+                conn.close()  # sends what is buffered first
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.01)
         for conn in list(self.connections):
-            conn.transport.abort()
+            if conn.transport is not None:
+                conn.transport.abort()
+            else:  # a TLS handshake still under way: its task ends it
+                conn.closed = True
         for task in self._tasks:
             task.cancel()
         if self._metrics_http is not None:
@@ -300,11 +353,69 @@ class Server:
         return next(self._slots)
 
     def connection_made(self, conn: Connection) -> None:
-        if self.draining or len(self.connections) >= self.cfg.server.max_connections:
+        if conn.handshaking:  # TLS: admitted at accept (_accept_tls), handshake done
+            conn.handshaking = False
+            conn.last_frame = self.loop.time()
+            if self.draining or conn.closed:
+                conn.close()
+            return
+        if self._full():
             conn.close_with_error(proto.SERVER_FULL, "connection limit reached or draining")
             return
         self.connections.add(conn)
         self.by_slot[conn.slot] = conn
+
+    def _full(self) -> bool:
+        if not self.draining and len(self.connections) < self.max_connections:
+            return False
+        self._full_log(
+            logging.WARNING,
+            "connection_refused",
+            reason="draining" if self.draining else "connection limit",
+            limit=self.max_connections,
+        )
+        return True
+
+    async def _accept_tls(self) -> None:
+        while True:
+            try:
+                sock, addr = await self.loop.sock_accept(self._listener)
+            except OSError as e:  # out of descriptors, say: the limit is derived to avoid it
+                _busy_log(logging.ERROR, "accept_failed", error=e.strerror)
+                await asyncio.sleep(0.1)
+                continue
+            if self._full():
+                # Nothing can be said to a TLS client before a handshake, and a refused
+                # connection must not cost one: reset at once.
+                self.metrics.protocol_errors.labels(proto.SERVER_FULL).inc()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+                continue
+            conn = Connection(self)
+            conn.handshaking = True
+            conn.peer = f"{addr[0]}:{addr[1]}"
+            self.connections.add(conn)
+            self.by_slot[conn.slot] = conn
+            self.loop.create_task(self._handshake(conn, sock))
+
+    async def _handshake(self, conn: Connection, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: conn,
+                sock,
+                ssl=self._tls,
+                ssl_handshake_timeout=self.cfg.server.tls_handshake_timeout_s,
+            )
+        except Exception as e:  # refused certificate, timeout, reset: all end here
+            reason = _tls_failure(e)
+            self.metrics.tls_failures.labels(reason.split(":")[0]).inc()
+            _log(logging.WARNING, "tls_handshake_failed", peer=conn.peer, reason=reason)
+            sock.close()
+            conn.closed = True
+            self.connection_lost(conn)
+            return
+        if self.cfg.server.tls_client_ca:
+            _log(logging.DEBUG, "tls_client", peer=conn.peer, subject=_subject(conn.transport))
 
     def connection_lost(self, conn: Connection) -> None:
         self.connections.discard(conn)
@@ -317,15 +428,29 @@ class Server:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             now = self.loop.time()
             for conn in list(self.connections):
-                if conn.closed:
+                if conn.closed or conn.handshaking:  # a handshake has its own timeout
                     continue
                 if conn.partial_since is not None and now - conn.partial_since > s.frame_timeout_s:
                     conn.close_with_error(proto.FRAME_TIMEOUT, "frame not completed in time")
                 elif conn.in_flight == 0 and now - conn.last_frame > s.idle_timeout_s:
                     _log(logging.INFO, "connection_idle_closed", peer=conn.peer)
-                    conn.closed = True
-                    conn.transport.close()
+                    conn.close()
             self._update_gauges()
+            self._check_revocation_readable()
+
+    def _check_revocation_readable(self) -> None:
+        """Data in service that became unreadable fails closed (the verifier answers
+        REVOCATION_DATA_STALE); a reload from the configured files is tried at once."""
+        store = self.verifier.revocation
+        if not getattr(store, "faulted", False) or self._reload_lock.locked():
+            return
+        self._fault_log(
+            logging.ERROR,
+            "revocation_unreadable",
+            sequence=store.sequence,
+            action="failing closed; reloading",
+        )
+        self.loop.create_task(self.reload("revocation data unreadable"))
 
     # --- requests -----------------------------------------------------------------------
 
@@ -364,7 +489,10 @@ class Server:
                     self._count_busy(busy_server, "server in-flight limit")
             if slow:
                 self._slow_frames(conn, frames, slow, now)
-            if len(self._filling) >= b.max_batch:
+            # add_frames stops early only before a request that would overfill the
+            # batch: that batch is done, and the request opens the next one (an empty
+            # batch takes any request whole, so this always moves on).
+            if i < len(frames) or len(self._filling) >= b.max_batch:
                 self._seal()
         if self._ready:
             self._schedule()
@@ -411,6 +539,8 @@ class Server:
             conn.in_flight += n
             self.in_flight += n
             self._idle.clear()
+            if len(self._filling) and len(self._filling) + n > self.cfg.batching.max_batch:
+                self._seal()  # as on the fast path: a request never overfills a batch
             self._filling.add_request(
                 conn.slot,
                 req.id,
@@ -533,8 +663,11 @@ class Server:
                 )
             )
             return
-        cards = [c.encode("utf-8", "replace") for c in req.message.get("cards", [])]
+        cards = [c.encode("ascii") for c in req.message.get("cards", [])]  # checked ASCII
         serials = req.message.get("credentials", [])
+        # Answered from the data in service even when it is older than revocation.max_age_s
+        # (verify fails closed then; a look-up says how old its answer is instead).
+        age = self.clock() - store.created_at
         conn.send(
             proto.response(
                 req.id,
@@ -542,6 +675,8 @@ class Server:
                     "cards": store.contains(CARD, cards).tolist() if cards else [],
                     "credentials": store.contains(CREDENTIAL, serials).tolist() if serials else [],
                     "revocation_sequence": store.sequence,
+                    "revocation_age_s": round(age, 3),
+                    "stale": age > self.cfg.revocation.max_age_s,
                 },
             )
         )
@@ -555,6 +690,7 @@ class Server:
             "trust_list_sequence": trust.sequence,
             "trust_list_issued_at": trust.issued_at,
             "revocation_sequence": None if store is None else store.sequence,
+            "revocation_snapshot_sequence": _snapshot_sequence(store),
             "revocation_age_s": None if store is None else round(now - store.created_at, 3),
             "uptime_s": round(time.time() - self.started_at, 3),
             "connections": len(self.connections),
@@ -642,13 +778,13 @@ class Server:
         store = self.verifier.revocation
         if store is None:
             return True
-        before = store.sequence
+        before, faulted = store.sequence, getattr(store, "faulted", False)
         try:
             await self.loop.run_in_executor(None, store.reload)
         except Exception as e:  # any failure keeps the old data in service
             self._reload_outcome("revocation", "failed", why, error=str(e), in_service=before)
             return False
-        if store.sequence != before:
+        if store.sequence != before or faulted:
             self._reload_outcome("revocation", "ok", why, sequence=store.sequence, previous=before)
         return True
 
@@ -678,6 +814,77 @@ class Server:
                 await self.reload("file changed")
 
 
+# Descriptors kept free of connections: listener, metrics, log, data files, the
+# event loop's own, accepts in progress.
+RESERVED_DESCRIPTORS = 64
+
+
+def connection_limit(configured: int, workers: int) -> int:
+    """The connections the server accepts: ``configured``, unless the descriptor limit
+    is lower.  Raises the soft limit (RLIMIT_NOFILE) towards the hard one first, where
+    allowed, and logs what was chosen: a connection past the descriptor limit would
+    otherwise be dropped by the kernel with neither ``server_full`` nor a log line."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        in_use = 32
+    reserve = RESERVED_DESCRIPTORS + 2 * workers + in_use
+    want = configured + reserve
+    raised_from = None
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if new > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+                raised_from, soft = soft, new
+            except (ValueError, OSError):
+                pass
+    limit = configured if soft == resource.RLIM_INFINITY else min(configured, soft - reserve)
+    if limit < 1:
+        raise ConfigError(
+            f"the descriptor limit ({soft}) leaves no room for connections; raise it "
+            f"(ulimit -n, LimitNOFILE=) to at least {want}"
+        )
+    _log(
+        logging.INFO if limit == configured else logging.WARNING,
+        "connection_limit",
+        limit=limit,
+        configured=configured,
+        nofile_soft=None if soft == resource.RLIM_INFINITY else soft,
+        nofile_hard=None if hard == resource.RLIM_INFINITY else hard,
+        raised_from=raised_from,
+    )
+    return limit
+
+
+def _snapshot_sequence(store) -> int | None:
+    """The snapshot's own sequence (``revocation_sequence`` is the newest delta's)."""
+    if store is None:
+        return None
+    return getattr(store, "snapshot_sequence", store.sequence)
+
+
+def _tls_failure(e: BaseException) -> str:
+    """A short reason for the log: the verification error or the exception's class."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"certificate: {e.verify_message}"
+    if isinstance(e, ssl.SSLError):
+        return f"tls: {e.reason or e}"
+    if isinstance(e, (TimeoutError, asyncio.TimeoutError)) or "longer than" in str(e):
+        return "timeout: handshake not completed in time"
+    return f"connection: {type(e).__name__}"
+
+
+def _subject(transport) -> str | None:
+    cert = transport.get_extra_info("peercert")
+    if not cert:
+        return None
+    return ",".join("=".join(pair) for rdn in cert.get("subject", ()) for pair in rdn)
+
+
 def open_revocation(cfg: Config):
     """The revocation store named by the configuration, or None when none is configured."""
     if not cfg.revocation.snapshot:
@@ -687,7 +894,11 @@ def open_revocation(cfg: Config):
     from engine.revocation import RevocationFileError, RevocationStore
 
     try:
-        return RevocationStore(cfg.revocation.snapshot, cfg.revocation.deltas)
+        return RevocationStore(
+            cfg.revocation.snapshot,
+            cfg.revocation.deltas,
+            private_dir=cfg.revocation.private_dir or None,
+        )
     except RevocationFileError as e:
         raise ConfigError(f"revocation: {e}") from None
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 import uvloop
 
 from engine.config import Config
+from engine.logs import LOGGER
 from engine.server import Server
 
 
@@ -61,3 +63,45 @@ class ServerThread:
         if self.thread.is_alive():
             self.call(self.server.drain())
             self.thread.join(30)
+
+
+class LogEvents(logging.Handler):
+    """Collects the server's log events (the ``essc`` logger) as they happen, so a test
+    can wait for one instead of sleeping:
+
+        with LogEvents() as log:
+            ...
+            log.wait("tls_handshake_failed", count=3)
+    """
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.events: list[dict] = []
+        self._cond = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._cond:
+            self.events.append({"event": record.getMessage(), **getattr(record, "fields", {})})
+            self._cond.notify_all()
+
+    def named(self, name: str) -> list[dict]:
+        with self._cond:
+            return [e for e in self.events if e["event"] == name]
+
+    def wait(self, name: str, count: int = 1, timeout: float = 30) -> list[dict]:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: len(self.named(name)) >= count, timeout)
+        assert ok, f"{count} {name!r} events expected, got {self.named(name)}"
+        return self.named(name)
+
+    def __enter__(self) -> LogEvents:
+        logger = logging.getLogger(LOGGER)
+        self._level = logger.level
+        logger.addHandler(self)
+        logger.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logger = logging.getLogger(LOGGER)
+        logger.removeHandler(self)
+        logger.setLevel(self._level)

@@ -321,8 +321,23 @@ def test_status_ping_and_revocation_check(start_server, scenarios, revocation):
             answer = await client.revocation_check([card, "A00000000"], [serial, bytes(16)])
             assert answer["cards"] == [True, False]
             assert answer["credentials"] == [True, False]
+            assert answer["stale"] is False and 0 <= answer["revocation_age_s"] < 3600
 
     run(go())
+
+
+def test_revocation_check_says_when_its_data_is_stale(start_server, scenarios):
+    old = SetRevocation(scenarios.revoked_cards, created_at=time.time() - 7200)
+    srv = start_server(revocation=old, revocation__max_age_s=3600)
+
+    async def go():
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            card = next(iter(scenarios.revoked_cards)).decode()
+            return await client.revocation_check([card])
+
+    answer = run(go())
+    assert answer["cards"] == [True] and answer["stale"] is True
+    assert answer["revocation_age_s"] >= 7200
 
 
 def test_revocation_check_without_data(start_server):
@@ -494,3 +509,44 @@ def test_a_lone_request_goes_when_its_budget_is_up(start_server, scenarios):
     assert run(go()).verdict is Verdict.OK
     srv.stop()
     assert _batches(srv) == (1.0, 1.0)
+
+
+def test_a_request_map_with_keys_of_other_types_is_answered_with_its_id(start_server, scenarios):
+    srv = start_server()
+    conn = RawConnection(srv.port)
+    (pres,) = scenarios.presentations([Verdict.OK], now_ms())
+    cases = [
+        (7, {"id": 7, "type": "ping", 1: 2}, "request map"),
+        (8, {"id": 8, "type": "verify", "presentation": pres, 3.5: "x"}, "request map"),
+        (9, {"id": 9, "type": "ping", "context": {"merchant_id": "m1", 4: "x"}}, "'context'"),
+        (10, {"id": 10, "type": "ping", "context": {b"merchant_id": "m1"}}, "'context'"),
+    ]
+    for rid, msg, where in cases:
+        conn.send(proto.encode_frame(msgpack.packb(msg, use_bin_type=True)))
+        response = conn.response()
+        assert response["id"] == rid and response["error"] == proto.BAD_REQUEST, response
+        assert where in response["message"]
+    # An array as a key: one valid msgpack value, no dict could hold it; still named.
+    raw = b"\x83\xa2id\x0b\xa4type\xa4ping\x91\x01\x02"
+    conn.send(struct.pack(">I", len(raw)) + raw)
+    assert conn.response()["id"] == 11
+    # A bin key is an unknown key, ignored as the protocol says.
+    conn.send(proto.encode_frame(msgpack.packb({"id": 12, "type": "ping", b"x": 1})))
+    assert conn.response() == {"id": 12, "pong": True}
+
+
+def test_revocation_check_refuses_ids_that_cannot_exist(start_server, scenarios):
+    srv = start_server(revocation=SetRevocation(scenarios.revoked_cards, scenarios.revoked_serials))
+    conn = RawConnection(srv.port)
+    for k, (cards, serials, where) in enumerate(
+        [
+            (["G1234567"], [], "cards[0]"),
+            (["G12345678", "g12345678"], [], "cards[1]"),
+            ([], [b"\0" * 15], "credentials[0]"),
+            ([], [b"\0" * 16, b"\0" * 17], "credentials[1]"),
+        ]
+    ):
+        conn.send(proto.request(k, "revocation_check", cards=cards, credentials=serials))
+        response = conn.response()
+        assert response["error"] == proto.BAD_REQUEST and response["id"] == k, response
+        assert response["message"].startswith(where)

@@ -24,7 +24,7 @@ from engine.verdicts import Verdict
 class ServerProcess:
     """`python -m engine serve` on 127.0.0.1 and a free port; its JSON log lines are events."""
 
-    def __init__(self, pki, tmp_path, *flags: str, revocation=None):
+    def __init__(self, pki, tmp_path, *flags: str, revocation=None, **popen):
         cfg = tmp_path / "engine.toml"
         text = (
             '[server]\nhost = "127.0.0.1"\nport = 0\n[metrics]\nport = 0\n'
@@ -39,6 +39,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
+            **popen,
         )
         self.events: queue.Queue = queue.Queue()
         self.log: list[dict] = []
@@ -289,9 +290,53 @@ def test_revocation_snapshot_served_and_reloaded(serve, own_pki, tmp_path):
                 "cards": [True],
                 "credentials": [],
                 "revocation_sequence": 2,
+                "revocation_age_s": answer["revocation_age_s"],
+                "stale": False,
             }
 
     asyncio.run(asyncio.wait_for(go(), 60))
+
+
+def test_revocation_files_changed_under_a_running_server(serve, own_pki, tmp_path):
+    """In place, truncated, or unreadable under the mapping: never OK for a revoked card,
+    never a crash; the data in service stays until a reload validates a new file."""
+    import shutil
+
+    scenarios = Scenarios(own_pki, int(time.time()))
+    snap = tmp_path / "revocation.snap"
+    _snapshot(snap, serials=scenarios.revoked_serials)
+    private = tmp_path / "private"
+    srv = serve("--set", f"revocation.private_dir={private}", revocation=snap)
+    revoked = Verdict.CREDENTIAL_REVOKED
+
+    async def verdict(client) -> Verdict:
+        (pres,) = scenarios.presentations([revoked], now_ms())
+        return (await client.verify(pres)).verdict
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        async with await Client.connect("127.0.0.1", srv.port) as client:
+            assert await verdict(client) is revoked
+            # The storage under the mapping fails: fail closed, log, reload at once.
+            (copy,) = private.iterdir()
+            copy.chmod(0o600)
+            os.truncate(copy, 4096)
+            assert await verdict(client) is Verdict.REVOCATION_DATA_STALE
+            await loop.run_in_executor(None, srv.wait_for, "revocation_unreadable")
+            event = await loop.run_in_executor(None, srv.wait_for, "reloaded")
+            assert event["why"] == "revocation data unreadable"
+            assert await verdict(client) is revoked
+            # cp over the configured file (same inode; nothing revoked, other seed):
+            other = tmp_path / "other.snap"
+            _snapshot(other, sequence=2)
+            shutil.copyfile(other, snap)
+            assert await verdict(client) is revoked
+            assert (await client.status())["revocation_sequence"] == 1
+            os.truncate(snap, 100)  # and truncated in place
+            assert await verdict(client) is revoked
+        return srv.proc.poll()
+
+    assert asyncio.run(asyncio.wait_for(go(), 60)) is None  # still serving
 
 
 def test_client_command_line(serve, own_pki, tmp_path):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 
 import pytest
 import trustme
+from serving import LogEvents
 
 from engine.client import Client
 from engine.config import ConfigError
@@ -81,3 +83,74 @@ def test_tls_misconfiguration_is_a_clear_error(pki, pki_tls):
     cfg = server_config(pki, **{"server.tls_cert": missing, "server.tls_key": missing})
     with pytest.raises(ConfigError, match=r"TLS: .*No such file"):
         ServerThread(cfg)
+
+
+def tls_server(start_server, pki_tls, **settings):
+    d = pki_tls["dir"]
+    return start_server(
+        server__tls_cert=str(d / "server.pem"),
+        server__tls_key=str(d / "server.pem"),
+        server__tls_client_ca=str(d / "client-ca.pem"),
+        **settings,
+    )
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """Blocks until the server closes or resets the connection (True) or 20 s pass."""
+    sock.settimeout(20)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def test_handshakes_count_against_the_limit_and_time_out(start_server, pki_tls):
+    srv = tls_server(
+        start_server, pki_tls, server__max_connections=3, server__tls_handshake_timeout_s=0.5
+    )
+    with LogEvents() as log:
+        # Three clients that connect and never start a handshake hold every slot ...
+        silent = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(3)]
+        refused = socket.create_connection(("127.0.0.1", srv.port))
+        # ... so a fourth is reset at once instead of waiting on a handshake,
+        assert closed_by_peer(refused)
+        assert log.wait("connection_refused")[0]["reason"] == "connection limit"
+        # and the three are closed when their handshake time is up.
+        for sock in silent:
+            assert closed_by_peer(sock)
+            sock.close()
+        refused.close()
+        failures = log.wait("tls_handshake_failed", 3)
+        assert all(f["reason"].startswith("timeout") for f in failures), failures
+
+    async def go():
+        ctx = client_context(pki_tls, pki_tls["client_cert"])
+        async with await Client.connect("127.0.0.1", srv.port, ssl=ctx) as client:
+            return await client.ping(), len(srv.server.connections)
+
+    assert asyncio.run(asyncio.wait_for(go(), 30)) == (True, 1)  # the slots are free again
+
+
+def test_refused_client_certificates_are_logged(start_server, pki_tls):
+    srv = tls_server(start_server, pki_tls)
+
+    async def go(cert):
+        async with await Client.connect(
+            "127.0.0.1", srv.port, ssl=client_context(pki_tls, cert)
+        ) as client:
+            await client.ping()
+
+    with LogEvents() as log:
+        for cert in (pki_tls["stranger_cert"], None):
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                asyncio.run(asyncio.wait_for(go(cert), 30))
+        failures = log.wait("tls_handshake_failed", 2)
+    assert "certificate" in failures[0]["reason"], failures  # a stranger's certificate
+    assert "CERTIFICATE" in failures[1]["reason"], failures  # none at all
+    assert all(f["peer"].startswith("127.0.0.1:") for f in failures)
+    # No certificate contents in the log: the stranger's name never appears.
+    assert "stranger.example" not in repr(log.events)

@@ -1,0 +1,118 @@
+"""Resources a client cannot keep: connections that never read, descriptors, queueing time."""
+
+from __future__ import annotations
+
+import resource
+import select
+import socket
+
+import pytest
+from serving import LogEvents
+from test_server_lifecycle import ServerProcess
+
+from engine import protocol as proto
+
+
+def logged(srv: ServerProcess, name: str) -> dict:
+    """An event the server logged before it listened (the constructor waited for that)."""
+    (event,) = [e for e in srv.log if e.get("event") == name]
+    return event
+
+
+def reset_or_closed(sock: socket.socket, timeout_s: float = 20) -> bool:
+    """Waits, without reading, until the server closes or resets the connection."""
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    for _, revents in poller.poll(timeout_s * 1000):
+        if revents & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+            return True
+    return False
+
+
+def stuff_until_blocked(sock: socket.socket, frame: bytes, limit_bytes: int = 64 << 20) -> int:
+    """Sends copies of ``frame`` until the server stops reading (its answers fill every
+    buffer because this client never reads them) or resets the connection; returns the
+    bytes sent."""
+    sock.setblocking(False)
+    chunk = frame * max(1, 65536 // len(frame))
+    sent = 0
+    while sent < limit_bytes:
+        _, writable, _ = select.select([], [sock], [], 2.0)
+        if not writable:
+            return sent  # two seconds without room: the server has paused reading
+        try:
+            sent += sock.send(chunk)
+        except BlockingIOError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return sent
+    raise AssertionError(f"the server read {sent} bytes without pushing back")
+
+
+def test_a_closed_connection_that_never_reads_is_released(start_server):
+    srv = start_server(
+        server__max_connections=2,
+        server__idle_timeout_s=0.5,
+        server__close_grace_s=0.3,
+        server__max_protocol_errors=10**9,
+    )
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with LogEvents() as log:
+        # Status requests (small, with larger answers) pipelined by a client that stops
+        # reading: their answers stay unsent.
+        assert stuff_until_blocked(sock, proto.request(1, "status")) > 0
+        # The idle sweep closes it (no frame for 0.5 s, nothing in flight): closing
+        # must not wait on this client for longer than the grace period.
+        assert reset_or_closed(sock), "the server kept the connection"
+        assert log.wait("connection_aborted")[0]["why"] == "unread responses"
+    sock.close()
+    # The slot is free again: two clients are served with a limit of two.
+    others = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(2)]
+    for k, other in enumerate(others):
+        other.sendall(proto.request(k, "ping"))
+        assert other.recv(64)[4:]  # an answer, not server_full's close
+        other.close()
+
+
+def test_connections_beyond_the_descriptor_limit_get_server_full(pki, tmp_path):
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (160, 160))  # soft = hard: no raising
+
+    srv = ServerProcess(pki, tmp_path, preexec_fn=low_limit)
+    try:
+        chosen = logged(srv, "connection_limit")
+        limit = chosen["limit"]
+        assert chosen["configured"] == 1024 and 0 < limit < 160 - 32, chosen
+        assert chosen["level"] == "warning"
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=10)]
+        for k in range(1, limit):
+            socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=10))
+            socks[-1].sendall(proto.request(k, "ping"))
+        for s in socks[1:]:
+            assert s.recv(64)[4:], "an accepted connection was answered"
+        extra = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        data = extra.recv(4096)
+        assert proto.SERVER_FULL.encode() in data  # refused with an answer, not dropped
+        extra.close()
+        for s in socks:
+            s.close()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_the_soft_descriptor_limit_is_raised_where_allowed(pki, tmp_path):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard descriptor limit here ({hard}) is too low to raise towards")
+
+    def low_soft():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    srv = ServerProcess(pki, tmp_path, preexec_fn=low_soft)
+    try:
+        chosen = logged(srv, "connection_limit")
+        assert chosen["limit"] == 1024 and chosen["raised_from"] == 256, chosen
+        assert chosen["nofile_soft"] >= 1024 + 64
+    finally:
+        assert srv.stop() == 0
