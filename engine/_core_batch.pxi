@@ -345,14 +345,15 @@ cdef class VerifyBatch:
 
     def add_frames(self, uint32_t slot, list payloads, Py_ssize_t start, double now,
                    Py_ssize_t item_limit, Py_ssize_t conn_budget, Py_ssize_t server_budget,
-                   uint32_t max_items):
+                   uint32_t max_items, bytes server_reason=b"server in-flight limit"):
         """Takes the verify and verify_batch requests of payloads[start:] in C.
 
         Stops before a request that would make the batch hold more than
         ``item_limit`` presentations (an empty batch takes any one request whole): the
         caller then seals this batch and goes on with a new one.  A request beyond what
         the connection or the server may still have in flight (``conn_budget``,
-        ``server_budget``, decreasing as requests are taken) is answered BUSY at once.  Returns
+        ``server_budget``, decreasing as requests are taken) is answered BUSY at once
+        (for the server's, with ``server_reason``).  Returns
         (next index, presentations taken, indexes of payloads left to the Python path,
         BUSY response frames as bytes, presentations answered BUSY for the connection's
         limit, and for the server's).
@@ -387,8 +388,7 @@ cdef class VerifyBatch:
                     i += 1
                     continue
                 if req.n_items > server_budget - taken:
-                    busy += _busy_frame(req.id, req.is_batch, req.n_items,
-                                        b"server in-flight limit")
+                    busy += _busy_frame(req.id, req.is_batch, req.n_items, server_reason)
                     busy_server += req.n_items
                     i += 1
                     continue

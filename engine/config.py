@@ -37,6 +37,9 @@ class ServerSection:
     max_connections: int = 1024
     max_in_flight_per_connection: int = 1024  # presentations queued or verifying
     max_in_flight: int = 32768  # all connections together: beyond it, BUSY
+    # Queued work the workers would need longer than this to verify (at their measured
+    # rate): BUSY at once rather than an answer that comes too late.  0: off.
+    max_queue_ms: float = 25.0
     max_batch_items: int = 256  # presentations in one verify_batch / ids in one check
     idle_timeout_s: float = 300.0  # no complete frame for this long: closed
     frame_timeout_s: float = 10.0  # a started frame must complete within this
@@ -58,6 +61,9 @@ class BatchingSection:
     latency_budget_ms: float = 0.0
     workers: int = 0  # batches verified concurrently; 0: one per core
     threads: int = 1  # native threads per batch; 0: every core
+    # How long a thread holds the GIL while another waits for it (sys.setswitchinterval);
+    # 0: Python's default (5 ms), which starves the verification threads under overload.
+    switch_interval_ms: float = 0.5
 
 
 @dataclasses.dataclass
@@ -143,6 +149,10 @@ class Config:
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")
+        if b.switch_interval_ms < 0:
+            raise ConfigError("batching.switch_interval_ms must not be negative")
+        if s.max_queue_ms < 0:
+            raise ConfigError(f"server.max_queue_ms must not be negative, got {s.max_queue_ms}")
         if b.latency_budget_ms < 0 or b.threads < 0:
             raise ConfigError(
                 "batching.latency_budget_ms and batching.threads must not be negative"

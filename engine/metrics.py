@@ -103,6 +103,11 @@ class ServerMetrics:
             "essc_protocol_errors", "Error responses, by error code", ["code"], registry=r
         )
         self.queue_depth = Gauge("essc_in_flight", "Presentations queued or verifying", registry=r)
+        self.admission_limit = Gauge(
+            "essc_in_flight_limit",
+            "Presentations admitted at most now (max_in_flight, or less by queueing time)",
+            registry=r,
+        )
         self.connections = Gauge("essc_connections", "Open client connections", registry=r)
         self.aborted = Counter(
             "essc_connections_aborted",

@@ -28,6 +28,7 @@ import signal
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -168,6 +169,59 @@ class Connection(asyncio.Protocol):
         self.transport.abort()
 
 
+IN_FLIGHT_LIMIT = "server in-flight limit"
+QUEUE_TIME_LIMIT = "server queue time limit"
+
+
+class Admission:
+    """How many presentations may be queued or verifying: ``max_in_flight``, and no more
+    than the workers verify in ``max_wait_s`` at the rate they are achieving now.
+
+    Beyond that, a new request would wait longer than it is worth: it is answered BUSY
+    at once instead.  The rate is measured from the batches the workers run (a worker's
+    wall time per presentation, smoothed), so it follows the machine as it is, busy or
+    not.  Only batches of at least a quarter of ``max_batch`` count: a long queue is
+    verified in full batches, and the small batches of low load (dearer per
+    presentation, and when no limit binds) would make the limit too tight.  Until such
+    a batch has run, only ``max_in_flight`` applies; the limit never falls below
+    ``floor`` (at least one request of the largest size), so an idle server takes any
+    request.
+    """
+
+    SMOOTHING = 0.1  # weight of the newest full batch in the per-presentation cost
+
+    def __init__(
+        self, max_in_flight: int, max_wait_s: float, workers: int, *, floor: int, max_batch: int
+    ):
+        self.max_in_flight = max_in_flight
+        self.max_wait_s = max_wait_s
+        self.workers = workers
+        self.floor = min(floor, max_in_flight)
+        self.max_batch = max_batch
+        self.cost_s: float | None = None  # a worker's seconds per presentation
+        self.limit = max_in_flight
+        self.reason = IN_FLIGHT_LIMIT  # which bound ``limit`` is, for BUSY answers
+        self.reason_bytes = self.reason.encode()
+
+    def batch_done(self, items: int, seconds: float) -> None:
+        if self.max_wait_s <= 0 or 4 * items < self.max_batch:
+            return
+        cost = seconds / items
+        weight = self.SMOOTHING * min(1.0, items / self.max_batch)
+        self.cost_s = cost if self.cost_s is None else self.cost_s + weight * (cost - self.cost_s)
+        by_time = int(self.max_wait_s * self.workers / self.cost_s)
+        limit = min(self.max_in_flight, max(self.floor, by_time))
+        reason = IN_FLIGHT_LIMIT if limit == self.max_in_flight else QUEUE_TIME_LIMIT
+        if reason is not self.reason:
+            self.reason, self.reason_bytes = reason, reason.encode()
+        self.limit = limit
+
+    @property
+    def rate(self) -> float | None:
+        """Presentations per second all workers achieve (None until measured)."""
+        return None if not self.cost_s else self.workers / self.cost_s
+
+
 class Server:
     """Owns the listening socket, the connections, the batcher and the data in service."""
 
@@ -204,6 +258,15 @@ class Server:
             clock=clock,
         )
         self.metrics = ServerMetrics()
+        self.workers = cfg.batching.workers or _core.cpu_count()
+        self.admission = Admission(
+            cfg.server.max_in_flight,
+            cfg.server.max_queue_ms / 1000,
+            self.workers,
+            # One batch verifying and one filling per worker are never too many.
+            floor=max(cfg.server.max_batch_items, 2 * cfg.batching.max_batch * self.workers),
+            max_batch=cfg.batching.max_batch,
+        )
         self.connections: set[Connection] = set()
         self.in_flight = 0
         self.by_slot: dict[int, Connection] = {}
@@ -215,7 +278,6 @@ class Server:
         self.draining = False
         self.started_at = time.time()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
-        self.workers = cfg.batching.workers or _core.cpu_count()
         # Verification threads fed by one queue; each hands its batch back to the loop
         # itself.  (An executor's futures cost Python work, locks and thread switches
         # per batch that these do without.)
@@ -239,6 +301,11 @@ class Server:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if self.cfg.batching.switch_interval_ms > 0:
+            # A verification thread needs the GIL for a moment at each stage of a batch;
+            # with Python's default 5 ms it waits that long whenever the event loop is
+            # busy (overload), starving the workers (docs/OPERATIONS.md, "Admission").
+            sys.setswitchinterval(self.cfg.batching.switch_interval_ms / 1000)
         self._idle = asyncio.Event()
         self._idle.set()
         self._reload_lock = asyncio.Lock()
@@ -473,8 +540,9 @@ class Server:
                 now,
                 b.max_batch,
                 s.max_in_flight_per_connection - conn.in_flight,
-                s.max_in_flight - self.in_flight,
+                self.admission.limit - self.in_flight,
                 s.max_batch_items,
+                self.admission.reason_bytes,
             )
             if taken:
                 conn.in_flight += taken
@@ -486,7 +554,7 @@ class Server:
                 if busy_conn:
                     self._count_busy(busy_conn, "connection in-flight limit")
                 if busy_server:
-                    self._count_busy(busy_server, "server in-flight limit")
+                    self._count_busy(busy_server, self.admission.reason)
             if slow:
                 self._slow_frames(conn, frames, slow, now)
             # add_frames stops early only before a request that would overfill the
@@ -533,8 +601,8 @@ class Server:
             reason = "draining"
         elif conn.in_flight + n > s.max_in_flight_per_connection:
             reason = "connection in-flight limit"
-        elif self.in_flight + n > s.max_in_flight:
-            reason = "server in-flight limit"
+        elif self.in_flight + n > self.admission.limit:
+            reason = self.admission.reason
         else:
             conn.in_flight += n
             self.in_flight += n
@@ -566,8 +634,16 @@ class Server:
 
     def _schedule(self) -> None:
         """Hands batches to free workers: full ones at once, the filling one when its
-        oldest request's time is up (or when draining)."""
+        oldest request's time is up (or when draining).
+
+        Full batches are queued even while every worker is busy, one per worker in
+        reserve: a worker that finishes starts the next at once instead of waiting for
+        the event loop to come round (under overload a loop iteration reading every
+        connection takes milliseconds, and the worker would idle through them).
+        """
         b = self.cfg.batching
+        while self._ready and self.busy_workers < 2 * self.workers:
+            self._dispatch(self._ready.popleft())
         while self.busy_workers < self.workers:
             if not self._ready:
                 if not len(self._filling):
@@ -592,21 +668,27 @@ class Server:
     def _work_loop(self) -> None:
         """A verification thread: batches from the queue until it takes None."""
         while (batch := self._work.get()) is not None:
+            started = time.perf_counter()
             try:
                 outputs, error = self._process(batch), None
             except Exception as e:  # a bug must cost one batch, never the server
                 outputs, error = None, e
+            took = time.perf_counter() - started
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                self.loop.call_soon_threadsafe(self._deliver, batch, outputs, error)
+                self.loop.call_soon_threadsafe(self._deliver, batch, outputs, error, took)
 
     def _process(self, batch: _core.VerifyBatch) -> list:
         """In a worker thread: every stage, then the responses encoded in C."""
         reasons = self.verifier.run(batch)
         return batch.encode({i: r.encode() for i, r in reasons.items() if r})
 
-    def _deliver(self, batch: _core.VerifyBatch, outputs, error: Exception | None) -> None:
+    def _deliver(
+        self, batch: _core.VerifyBatch, outputs, error: Exception | None, took: float
+    ) -> None:
         self.busy_workers -= 1
         count = len(batch)
+        if error is None:
+            self.admission.batch_done(count, took)
         if error is not None:
             logging.getLogger(logs.LOGGER).error(
                 "batch_failed", exc_info=error, extra={"fields": {}}
@@ -695,6 +777,7 @@ class Server:
             "uptime_s": round(time.time() - self.started_at, 3),
             "connections": len(self.connections),
             "in_flight": self.in_flight,
+            "in_flight_limit": self.admission.limit,
             "draining": self.draining,
             # CPU seconds: the whole process, and inside native signature verification.
             "cpu_s": round(time.process_time(), 6),
@@ -710,6 +793,7 @@ class Server:
         now = self.clock()
         m.connections.set(len(self.connections))
         m.queue_depth.set(self.in_flight)
+        m.admission_limit.set(self.admission.limit)
         trust = self.verifier.trust_list
         m.trust_sequence.set(trust.sequence)
         m.trust_age.set(now - trust.issued_at)
@@ -905,13 +989,13 @@ def open_revocation(cfg: Config):
 
 async def serve(cfg: Config, *, ready: Callable[[Server], None] | None = None) -> int:
     """Runs until SIGTERM or SIGINT, then drains; SIGHUP reloads.  Returns the exit status."""
-    server = Server(cfg)
-    await server.start()
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_log_loop_exception)
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before loading: a stop always drains
         loop.add_signal_handler(sig, stop.set)
+    server = Server(cfg)
+    await server.start()
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload("SIGHUP")))
     if ready is not None:
         ready(server)

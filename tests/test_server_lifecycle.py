@@ -103,7 +103,9 @@ def now_ms() -> int:
 
 
 def test_sigterm_drains_with_zero_lost_responses(serve, own_pki):
-    srv = serve("--set", "server.max_in_flight_per_connection=5000")
+    srv = serve(
+        "--set", "server.max_in_flight_per_connection=5000", "--set", "server.max_queue_ms=0"
+    )
     scenarios = Scenarios(own_pki, int(time.time()))
     batch = scenarios.presentations([Verdict.OK] * 1500, now_ms())
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import resource
 import select
 import socket
+import time
 
 import pytest
 from serving import LogEvents
+from test_server_batch_boundaries import Conn
 from test_server_lifecycle import ServerProcess
 
 from engine import protocol as proto
+from engine.verdicts import Verdict
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def logged(srv: ServerProcess, name: str) -> dict:
@@ -116,3 +123,57 @@ def test_the_soft_descriptor_limit_is_raised_where_allowed(pki, tmp_path):
         assert chosen["nofile_soft"] >= 1024 + 64
     finally:
         assert srv.stop() == 0
+
+
+def test_admission_follows_the_measured_rate():
+    from engine.server import IN_FLIGHT_LIMIT, QUEUE_TIME_LIMIT, Admission
+
+    a = Admission(32768, 0.025, 2, floor=512, max_batch=128)
+    assert (a.limit, a.reason, a.rate) == (32768, IN_FLIGHT_LIMIT, None)
+    a.batch_done(8, 1.0)  # small batches (low load) say nothing about a long queue
+    assert a.limit == 32768 and a.cost_s is None
+    a.batch_done(128, 128 * 50e-6)  # 50 us a presentation, two workers: 40,000/s
+    assert a.limit == int(0.025 * 2 / 50e-6) == 1000 and a.reason == QUEUE_TIME_LIMIT
+    assert a.reason_bytes == QUEUE_TIME_LIMIT.encode() and round(a.rate) == 40_000
+    for _ in range(200):  # the host slows down: the limit follows
+        a.batch_done(128, 128 * 80e-6)
+    assert a.limit == int(0.025 * 2 / 80e-6) == 625
+    for _ in range(200):  # and the floor holds: two batches per worker
+        a.batch_done(128, 128 * 0.01)
+    assert a.limit == 512
+    fast = Admission(32768, 0.025, 2, floor=512, max_batch=128)
+    fast.batch_done(128, 128 * 1e-7)  # beyond max_in_flight: that limit binds again
+    assert (fast.limit, fast.reason) == (32768, IN_FLIGHT_LIMIT)
+    off = Admission(32768, 0.0, 2, floor=512, max_batch=128)
+    off.batch_done(128, 1.0)
+    assert off.limit == 32768
+
+
+@pytest.mark.parametrize("path", ["native", "python"])
+def test_overload_is_refused_at_once_not_after_seconds_of_queueing(start_server, scenarios, path):
+    srv = start_server(
+        batching__workers=1,
+        server__max_queue_ms=5,
+        server__max_in_flight_per_connection=100_000,
+        log__audit=path == "python",
+    )
+    conn = Conn(srv.port)
+    warm = scenarios.presentations([Verdict.OK] * 128, now_ms())
+    (answer,) = conn.exchange([(proto.request(0, "verify_batch", presentations=warm), 0, None)])
+    assert [r["verdict"] for r in answer["results"]] == [Verdict.OK] * 128
+    limit = srv.server.admission.limit
+    assert limit < srv.server.cfg.server.max_in_flight  # set by the measured rate
+    # A burst of many times what one worker verifies in 5 ms, in one write.
+    burst = scenarios.presentations([Verdict.OK] * (8 * limit), now_ms())
+    requests = [
+        (proto.request(k + 1, "verify", presentation=p), k + 1, None) for k, p in enumerate(burst)
+    ]
+    answers = conn.exchange(requests)
+    conn.close()
+    busy = [a for a in answers if a["verdict"] == Verdict.BUSY]
+    served = [a for a in answers if a["verdict"] != Verdict.BUSY]
+    assert busy and all(a["reason"] == "server queue time limit" for a in busy)
+    assert served and all(a["verdict"] == Verdict.OK for a in served)
+    assert len(answers) == len(burst)
+    # BUSY came long before the old bound (max_in_flight, 32,768 queued) was near.
+    assert srv.server.admission.limit < 32768 / 4
