@@ -298,8 +298,12 @@ def load(
     label: str,
     *,
     status: bool = False,
+    prefix: tuple[str, ...] = (),
+    connections: int = CONNECTIONS,
+    pipeline: int = PIPELINE,
 ) -> Load:
-    """Runs ``python -m loadgen run`` against ``server`` and returns what it measured."""
+    """Runs ``python -m loadgen run`` against ``server`` and returns what it measured
+    (``prefix``: a command the generator runs under, e.g. taskset)."""
     out = CACHE / f"load-{label}.json"  # kept, for a closer look
     out.unlink(missing_ok=True)
     argv = _py(
@@ -312,9 +316,9 @@ def load(
         _shown(corpus_dir),
         *mode,
         "--connections",
-        str(CONNECTIONS),
+        str(connections),
         "--pipeline",
-        str(PIPELINE),
+        str(pipeline),
         "--duration",
         f"{seconds:g}",
         "--warmup",
@@ -325,6 +329,7 @@ def load(
         "--json",
         _shown(out),
     )
+    argv = [*prefix, *argv]
     before = engine_status(server.port) if status else None
     own0 = resource.getrusage(resource.RUSAGE_SELF)
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -357,7 +362,7 @@ def load(
     own = (own1.ru_utime + own1.ru_stime) - (own0.ru_utime + own0.ru_stime)
     return Load(
         doc=json.loads(out.read_text()),
-        command="python " + " ".join(argv[1:]),
+        command=" ".join("python" if a == sys.executable else a for a in argv),
         server_cpu_s=cpu,
         loadgen_cpu_s=loadgen,
         other_cpu_s=max(0.0, busy - cpu - loadgen - own),
