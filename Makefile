@@ -84,3 +84,23 @@ $(DEMO)/pki/trustlist.essc:
 
 clean:
 	rm -rf build $(VENV) engine/_core.c engine/_core*.so .stamp-*
+
+# Coverage-guided fuzzing of the native parsers (docs/TESTING.md, "Fuzzing"): each
+# harness for FUZZ_SECONDS (make fuzz) or FUZZ_CI_SECONDS (make fuzz-ci, what CI runs).
+# Builds into build/fuzz/, grows corpora in var/fuzz/, findings in var/fuzz/findings/.
+FUZZ_SECONDS    ?= 180
+FUZZ_CI_SECONDS ?= 30
+
+.PHONY: fuzz fuzz-ci
+fuzz: build
+	VPY=$(CURDIR)/$(VPY) FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
+fuzz-ci: build
+	VPY=$(CURDIR)/$(VPY) FUZZ_SECONDS=$(FUZZ_CI_SECONDS) bash fuzz/run.sh
+
+# The native core built with AddressSanitizer + UBSan in a copy of the tree (build/asan/;
+# the in-place engine/_core*.so is left alone) and the tests run against it
+# (docs/TESTING.md, "Sanitizers").  PYTEST_ARGS as for `make test`.
+.PHONY: test-asan
+test-asan: $(VENV)/.installed
+	VPY=$(CURDIR)/$(VPY) bash scripts/test-asan.sh $(PYTEST_ARGS)

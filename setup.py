@@ -13,6 +13,19 @@ DEPENDS = sorted(
     + glob.glob(os.path.join("engine", "_core*.pxi"))
 )
 
+# ESSC_SANITIZE=1: the ASan + UBSan build of scripts/test-asan.sh (-O1 comes after -O3, so wins).
+SANITIZE = (
+    [
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=undefined",
+        "-fno-omit-frame-pointer",
+        "-g",
+        "-O1",
+    ]
+    if os.environ.get("ESSC_SANITIZE") == "1"
+    else []
+)
+
 core = Extension(
     "engine._core",
     sources=[os.path.join("engine", "_core.pyx"), *NATIVE],
@@ -25,7 +38,9 @@ core = Extension(
         "-fno-strict-aliasing",
         "-Wall",
         "-Wno-unused-function",
+        *SANITIZE,
     ],
+    extra_link_args=SANITIZE,
     libraries=["dl", "pthread"],
 )
 

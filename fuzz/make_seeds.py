@@ -1,0 +1,148 @@
+"""Writes the committed seed corpus, fuzz/corpus/<harness>/, from valid objects made by
+the engine's own code (run once; rerun when a format changes):
+
+    .venv/bin/python fuzz/make_seeds.py [--out fuzz/corpus]
+
+Every seed is in its harness's input format (docs/TESTING.md, "Fuzzing"): most start
+with one or two option bytes, followed by the real message, text or file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pathlib
+import shutil
+import struct
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "fuzz" / "py"))
+
+import common  # noqa: E402
+
+common.load_core()  # the regular build, or ESSC_FUZZ_CORE's
+
+import msgpack  # noqa: E402
+import numpy as np  # noqa: E402
+
+from engine import _core  # noqa: E402
+from engine import protocol as proto  # noqa: E402
+from engine.pki import init as init_pki  # noqa: E402
+from engine.revocation_build import build_delta, build_snapshot  # noqa: E402
+from engine.revocation_format import map_file  # noqa: E402
+from engine.scenarios import Scenarios  # noqa: E402
+from engine.verdicts import Verdict  # noqa: E402
+
+
+def write(out: pathlib.Path, name: str, seeds: list[bytes]) -> None:
+    d = out / name
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    for s in seeds:
+        (d / hashlib.sha1(s).hexdigest()).write_bytes(s)
+    print(f"{name}: {len(seeds)} seeds, {sum(map(len, seeds))} bytes")
+
+
+def payload(frame: bytes) -> bytes:
+    return frame[4:]
+
+
+def presentations(tmp: pathlib.Path) -> list[bytes]:
+    pki = init_pki(tmp / "pki")
+    now_s = int(time.time())
+    sc = Scenarios(pki, now_s, holders_per_outcome=1)
+    outcomes = [Verdict.OK, Verdict.EXPIRED, Verdict.UNKNOWN_ISSUER, Verdict.BAD_HOLDER_SIGNATURE]
+    return sc.presentations(outcomes, now_s * 1000)
+
+
+def requests(pres: list[bytes]) -> list[bytes]:
+    ctx = {"merchant_id": "m-0042", "terminal_id": "pos:7.a_B"}
+    frames = [
+        proto.request(1, "verify", presentation=pres[0]),
+        proto.request(2**40, "verify", presentation=pres[1], context=ctx),
+        proto.request(7, "verify_batch", presentations=pres[:3]),
+        proto.request(8, "verify_batch", presentations=[b"x" * 300, b""], context={}),
+        proto.request(9, "verify", presentation=pres[2], context=None, note={"a": [1, 2.5]}),
+        proto.request(10, "ping"),
+        proto.request(11, "status"),
+        proto.request(12, "revocation_check", cards=["G12345678"], credentials=[bytes(16)]),
+        # Limits: context values of 64 and 1 characters, 4 items (max_items 4 below).
+        proto.request(
+            13, "verify_batch", presentations=[pres[0]] * 4, context={"merchant_id": "M" * 64}
+        ),
+        proto.request(2**64 - 1, "verify", presentation=b"", context={"terminal_id": "-"}),
+    ]
+    # A non-canonical but valid encoding: the id as uint64, the type as str8.
+    odd = b"\x83\xa2id\xcf" + struct.pack(">Q", 5) + b"\xa4type\xd9\x06verify"
+    odd += b"\xacpresentation" + msgpack.packb(pres[3], use_bin_type=True)
+    return [payload(f) for f in frames] + [odd]
+
+
+def revocation_files(tmp: pathlib.Path) -> list[bytes]:
+    listing = tmp / "ids.txt"
+    listing.write_text(
+        "# revoked ids\ncard G12345678\ncard A00000001\n"
+        + "".join(f"credential {i:032x}\n" for i in range(1, 13))
+    )
+    adds = tmp / "add.txt"
+    adds.write_text("card B22222222\ncredential " + "ab" * 16 + "\n")
+    removes = tmp / "rm.txt"
+    removes.write_text("card G12345678\n")
+    empty = tmp / "empty.txt"
+    empty.write_text("")
+    snap, dl, de = tmp / "s.snap", tmp / "d.delta", tmp / "e.delta"
+    build_snapshot(snap, [listing], sequence=3, seed=0x1234, created_at=1_700_000_000)
+    build_delta(dl, snap, add=[adds], remove=[removes], created_at=1_700_000_100)
+    build_delta(de, snap, add=[empty], remove=[empty], sequence=5, created_at=1_700_000_200)
+    return [p.read_bytes() for p in (snap, dl, de)]
+
+
+def fpset_seeds(snapshot: pathlib.Path) -> list[bytes]:
+    m = map_file(snapshot)
+    fps = np.ascontiguousarray(m.arrays["fps"])
+    out = []
+    for bits in (0, 1, 2, 3):
+        index = _core.fpset_index(fps, bits)
+        steps = np.diff(index, prepend=0).astype(np.int8).tobytes()
+        head = bytes([bits, len(fps)])
+        out.append(head + steps + fps.tobytes())  # one-byte steps
+        out.append(bytes([bits | 8, len(fps)]) + index.tobytes() + fps.tobytes())  # raw u64
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=pathlib.Path, default=ROOT / "fuzz" / "corpus")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as t:
+        tmp = pathlib.Path(t)
+        pres = presentations(tmp)
+        reqs = requests(pres)
+        files = revocation_files(tmp)
+        snap = tmp / "s.snap"
+        snap.write_bytes(files[0])
+        fpset = fpset_seeds(snap)
+    write(args.out, "presentation", pres)
+    write(args.out, "wire", [bytes([m]) + r for r in reqs for m in (4, 255)])
+    stream = b"".join(struct.pack(">I", len(r)) + r for r in reqs[:3])
+    write(
+        args.out,
+        "framing",
+        [bytes([255, 7]) + stream, bytes([9, 0]) + stream[:300], bytes([255, 40]) + b"\0" * 8],
+    )
+    text = (
+        b"# revoked ids\ncard G12345678\n\ncredential 00112233445566778899aabbccddeeff  # c\n"
+        b"\tcard A00000001\r\ncredential 00112233445566778899AABBCCDDEEFF\ncard Q9\nfoo bar\n"
+    )
+    write(args.out, "id_parse", [bytes([4]) + text, bytes([0]) + b"card Z99999999"])
+    write(args.out, "fpset", fpset)
+    write(args.out, "revocation", [bytes([7]) + f for f in files] + [bytes([0]) + files[1]])
+
+
+if __name__ == "__main__":
+    main()
