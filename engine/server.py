@@ -59,6 +59,7 @@ class Connection(asyncio.Protocol):
         "decoder",
         "errors",
         "handshaking",
+        "held",
         "in_flight",
         "last_frame",
         "partial_since",
@@ -66,6 +67,7 @@ class Connection(asyncio.Protocol):
         "server",
         "slot",
         "transport",
+        "write_paused",
     )
 
     def __init__(self, server: Server):
@@ -81,6 +83,8 @@ class Connection(asyncio.Protocol):
         self.slot = server.new_slot()  # how batches name this connection
         self.abort_timer: asyncio.TimerHandle | None = None
         self.handshaking = False  # TLS: accepted, counted, handshake not done yet
+        self.write_paused = False  # the client is not reading: we stop reading too
+        self.held = False  # overloaded: not read until the next batch is answered
 
     # asyncio callbacks
 
@@ -122,10 +126,25 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self):
         # The client is not reading its responses: stop reading its requests.
+        self.write_paused = True
         self.transport.pause_reading()
 
     def resume_writing(self):
-        if not self.closed:
+        self.write_paused = False
+        if not self.closed and not self.held:
+            self.transport.resume_reading()
+
+    def hold(self) -> bool:
+        """Stops reading until ``release`` (Server: while admission refuses)."""
+        if self.held or self.closed:
+            return False
+        self.held = True
+        self.transport.pause_reading()
+        return True
+
+    def release(self) -> None:
+        self.held = False
+        if not self.closed and not self.write_paused:
             self.transport.resume_reading()
 
     # sending
@@ -294,6 +313,7 @@ class Server:
         self.max_connections = cfg.server.max_connections  # bounded by descriptors at start
         self._full_log = logs.RateLimited()
         self._fault_log = logs.RateLimited()
+        self._held: list[Connection] = []  # connections not read until the next batch
         self._reload_lock: asyncio.Lock | None = None
         self._stopped: asyncio.Event | None = None
 
@@ -377,6 +397,9 @@ class Server:
             self._accepting.cancel()
             self._listener.close()
         self._schedule()  # no more waiting for fuller batches
+        for conn in self._held:  # what they sent is answered (BUSY, draining) too
+            conn.release()
+        self._held.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - self.loop.time()))
         for conn in list(self.connections):
@@ -555,6 +578,7 @@ class Server:
                     self._count_busy(busy_conn, "connection in-flight limit")
                 if busy_server:
                     self._count_busy(busy_server, self.admission.reason)
+                    self._hold(conn)
             if slow:
                 self._slow_frames(conn, frames, slow, now)
             # add_frames stops early only before a request that would overfill the
@@ -622,6 +646,18 @@ class Server:
             return
         conn.send(proto.busy_response(req.id, req.type, n, reason))
         self._count_busy(n, reason)
+        if reason == self.admission.reason:
+            self._hold(conn)
+
+    def _hold(self, conn: Connection) -> None:
+        """A connection answered BUSY for the server's limit is not read again until the
+        next batch has been answered: what it sends meanwhile waits in its socket
+        buffer and is then read in one go (admitted, or BUSY at once).  Under overload
+        this replaces a read, a parse and a write per refused request with one per
+        batch, which is what keeps the workers' share of the CPU (docs/OPERATIONS.md,
+        "Admission"); the wait it adds is at most one batch's service time."""
+        if conn.hold():
+            self._held.append(conn)
 
     def _count_busy(self, n: int, reason: str) -> None:
         self.metrics.busy.labels(reason).inc(n)
@@ -709,6 +745,10 @@ class Server:
                 conn.send(frames)
         if self.in_flight == 0:
             self._idle.set()
+        if self._held:
+            held, self._held = self._held, []
+            for conn in held:
+                conn.release()
         self._schedule()
 
     def _internal_errors(self, batch: _core.VerifyBatch) -> list:

@@ -169,6 +169,9 @@ def test_overload_is_refused_at_once_not_after_seconds_of_queueing(start_server,
         (proto.request(k + 1, "verify", presentation=p), k + 1, None) for k, p in enumerate(burst)
     ]
     answers = conn.exchange(requests)
+    # Held while refused (not read until a batch was answered), then read again.
+    (pong,) = conn.exchange([(proto.request(0, "ping"), 0, None)])
+    assert pong == {"id": 0, "pong": True} and not srv.server._held
     conn.close()
     busy = [a for a in answers if a["verdict"] == Verdict.BUSY]
     served = [a for a in answers if a["verdict"] != Verdict.BUSY]
