@@ -44,7 +44,7 @@ def run(quick: bool) -> list[Row]:
     cfg = cs.engine_config(corpus_dir)
     server_pin, load_pin = _pins()
     settings = {
-        "max_queue_ms=25 (default)": [],
+        "max_queue_ms=20 (default)": [],
         "max_queue_ms=0 (count bounds only)": ["--set", "server.max_queue_ms=0"],
     }
     results = {}
