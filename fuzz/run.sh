@@ -59,7 +59,7 @@ declare -A C_SRC=(
 )
 for h in "${!C_SRC[@]}"; do
     bin=$BUILD/bin/$h
-    stamp=$(stamp_of ${C_SRC[$h]} engine/native/*.h)
+    stamp=$(stamp_of ${C_SRC[$h]} engine/native/*.h fuzz/native/*.h)
     [ -x "$bin" ] && [ "$(cat "$bin.stamp" 2>/dev/null)" = "$stamp" ] && continue
     say "building $h"
     # shellcheck disable=SC2086

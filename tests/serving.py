@@ -105,3 +105,18 @@ class LogEvents(logging.Handler):
         logger = logging.getLogger(LOGGER)
         logger.removeHandler(self)
         logger.setLevel(self._level)
+
+
+def closed_by_peer(sock, timeout: float | None = None) -> bool:
+    """Reads until the server closes or resets the connection (True) or the socket's
+    timeout (or ``timeout``) passes without data (False)."""
+    if timeout is not None:
+        sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True

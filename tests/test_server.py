@@ -11,6 +11,7 @@ import time
 import msgpack
 import pytest
 from prometheus_client import generate_latest
+from serving import closed_by_peer
 
 from engine import protocol as proto
 from engine.client import Client, ServerError
@@ -49,14 +50,7 @@ class RawConnection:
 
     def closed_by_server(self) -> bool:
         """Reads until the server closes the connection (True) or a timeout (False)."""
-        try:
-            while self.sock.recv(65536):
-                pass
-        except TimeoutError:
-            return False
-        except ConnectionResetError:
-            return True
-        return True
+        return closed_by_peer(self.sock)
 
     def close(self) -> None:
         self.sock.close()

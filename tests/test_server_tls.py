@@ -9,7 +9,7 @@ import time
 
 import pytest
 import trustme
-from serving import LogEvents
+from serving import LogEvents, closed_by_peer
 
 from engine.client import Client
 from engine.config import ConfigError
@@ -95,19 +95,6 @@ def tls_server(start_server, pki_tls, **settings):
     )
 
 
-def closed_by_peer(sock: socket.socket) -> bool:
-    """Blocks until the server closes or resets the connection (True) or 20 s pass."""
-    sock.settimeout(20)
-    try:
-        while sock.recv(4096):
-            pass
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
-    return True
-
-
 def test_handshakes_count_against_the_limit_and_time_out(start_server, pki_tls):
     srv = tls_server(
         start_server, pki_tls, server__max_connections=3, server__tls_handshake_timeout_s=0.5
@@ -117,11 +104,11 @@ def test_handshakes_count_against_the_limit_and_time_out(start_server, pki_tls):
         silent = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(3)]
         refused = socket.create_connection(("127.0.0.1", srv.port))
         # ... so a fourth is reset at once instead of waiting on a handshake,
-        assert closed_by_peer(refused)
+        assert closed_by_peer(refused, 20)
         assert log.wait("connection_refused")[0]["reason"] == "connection limit"
         # and the three are closed when their handshake time is up.
         for sock in silent:
-            assert closed_by_peer(sock)
+            assert closed_by_peer(sock, 20)
             sock.close()
         refused.close()
         failures = log.wait("tls_handshake_failed", 3)

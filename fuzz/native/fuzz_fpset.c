@@ -18,14 +18,7 @@
 
 #include "exact_set.h"
 
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "fuzz_fpset: contract broken: %s (line %d)\n", #cond,        \
-                    __LINE__);                                                           \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#include "fuzz_check.h"
 
 static uint64_t le64(const uint8_t *p)
 {

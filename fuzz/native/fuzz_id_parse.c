@@ -18,14 +18,7 @@
 #include "id_parse.h"
 #include "revocation_lookup.h"
 
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "fuzz_id_parse: contract broken: %s (line %d)\n", #cond,     \
-                    __LINE__);                                                           \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#include "fuzz_check.h"
 
 typedef struct {
     size_t n;

@@ -17,14 +17,7 @@
 #include "presentation.h"
 #include "sigbatch.h"
 
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "fuzz_presentation: contract broken: %s (line %d)\n", #cond, \
-                    __LINE__);                                                           \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#include "fuzz_check.h"
 
 void esc_verify_items(const esc_sig_item *items, size_t n, uint8_t *ok, int threads, int method)
 {

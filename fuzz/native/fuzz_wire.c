@@ -13,13 +13,7 @@
 
 #include "wire.h"
 
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "fuzz_wire: contract broken: %s (line %d)\n", #cond, __LINE__); \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#include "fuzz_check.h"
 
 static int context_char(uint8_t c)
 {
