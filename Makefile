@@ -26,8 +26,8 @@ $(VENV)/.core-built: $(VENV)/.installed $(CORE_SOURCES)
 build: $(VENV)/.core-built
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check engine loadgen bench tests setup.py
-	$(VENV)/bin/ruff format --check engine loadgen bench tests setup.py
+	$(VENV)/bin/ruff check engine loadgen bench tests fuzz setup.py
+	$(VENV)/bin/ruff format --check engine loadgen bench tests fuzz setup.py
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cython-lint engine/_core.pyx engine/_core_*.pxi
 
 # pytest exits 5 when it collected nothing: for this suite that means something is
