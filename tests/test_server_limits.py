@@ -65,6 +65,13 @@ def test_a_closed_connection_that_never_reads_is_released(start_server):
     )
     sock = socket.create_connection(("127.0.0.1", srv.port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(proto.request(0, "ping"))
+    assert sock.recv(64)[4:]
+    # Small kernel buffers on the server's side too, so that what the client leaves
+    # unread stays in the server's own buffer (the kernel would otherwise absorb
+    # megabytes of it, and close the socket itself once that buffer drained).
+    (conn,) = srv.server.connections
+    conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     with LogEvents() as log:
         # Status requests (small, with larger answers) pipelined by a client that stops
         # reading: their answers stay unsent.
