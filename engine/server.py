@@ -22,6 +22,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import math
 import os
 import queue
 import signal
@@ -47,6 +48,7 @@ from engine.verdicts import Verdict
 from engine.verifier import Verifier, VerifierConfig
 
 SWEEP_INTERVAL_S = 0.5
+FAULT_RELOAD_INTERVAL_S = 5.0  # unreadable revocation data: reload attempts at most this often
 
 _log = logs.event
 _busy_log = logs.RateLimited()
@@ -314,6 +316,8 @@ class Server:
         self._full_log = logs.RateLimited()
         self._fault_log = logs.RateLimited()
         self._held: list[Connection] = []  # connections not read until the next batch
+        self._handshakes: set[asyncio.Task] = set()
+        self._fault_reload_at = -math.inf  # when unreadable data last triggered a reload
         self._reload_lock: asyncio.Lock | None = None
         self._stopped: asyncio.Event | None = None
 
@@ -343,7 +347,8 @@ class Server:
             # TLS connections are accepted here rather than by an asyncio server, so each
             # is counted and timed from its TCP accept, handshake included, and a failed
             # handshake is seen (asyncio's server hides both until a handshake succeeds).
-            self._listener = socket.create_server((s.host, s.port), backlog=1024)
+            family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+            self._listener = socket.create_server((s.host, s.port), family=family, backlog=1024)
             self._listener.setblocking(False)
             self._accepting = self.loop.create_task(self._accept_tls())
             self._tasks.append(self._accepting)
@@ -486,7 +491,9 @@ class Server:
             conn.peer = f"{addr[0]}:{addr[1]}"
             self.connections.add(conn)
             self.by_slot[conn.slot] = conn
-            self.loop.create_task(self._handshake(conn, sock))
+            task = self.loop.create_task(self._handshake(conn, sock))
+            self._handshakes.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._handshakes.discard)
 
     async def _handshake(self, conn: Connection, sock: socket.socket) -> None:
         try:
@@ -534,6 +541,10 @@ class Server:
         store = self.verifier.revocation
         if not getattr(store, "faulted", False) or self._reload_lock.locked():
             return
+        now = self.loop.time()
+        if now - self._fault_reload_at < FAULT_RELOAD_INTERVAL_S:
+            return  # a reload that failed is not retried in a tight loop
+        self._fault_reload_at = now
         self._fault_log(
             logging.ERROR,
             "revocation_unreadable",
