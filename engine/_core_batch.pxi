@@ -210,6 +210,8 @@ cdef class VerifyBatch:
         return self.verdict[i]
 
     def detail(self, Py_ssize_t i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
         return self.parsed[i].detail
 
     def presentation(self, Py_ssize_t i):
@@ -295,10 +297,12 @@ cdef class VerifyBatch:
     def fields(self, Py_ssize_t i):
         """(issuer_key_id, card_number, region, channel, serial, nonce, timestamp_ms,
         purpose, not_after) of a well-formed item; None for a malformed one."""
-        cdef esc_parsed *o = &self.parsed[i]
-        cdef const uint8_t *d = self.ptrs[i]
+        cdef esc_parsed *o
+        cdef const uint8_t *d
         if not 0 <= i < self.n:
             raise IndexError(i)
+        o = &self.parsed[i]
+        d = self.ptrs[i]
         if o.verdict == 1 or o.verdict == 0xff:
             return None
         return (
@@ -420,6 +424,8 @@ cdef class VerifyBatch:
 
     def request_verdicts(self, Py_ssize_t r):
         """(connection slot, request id, verdict codes) of request r (audit logging)."""
+        if not 0 <= r < self.nreq:
+            raise IndexError(r)
         cdef _Request *q = &self.reqs[r]
         return q.slot, q.id, [self.verdict[q.first + k] for k in range(q.count)]
 

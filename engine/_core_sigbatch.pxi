@@ -33,9 +33,12 @@ cdef class _Column:
 
     Takes a sequence of bytes / bytearray objects or a 2-D C-contiguous uint8 numpy
     array (one row per item) and keeps the underlying objects alive for as long as
-    the pointers are in use.
+    the pointers are in use.  A bytearray is also held exported (a memoryview of it)
+    for as long, so it cannot be resized under a call that runs without the GIL: the
+    resize raises BufferError instead of freeing the memory being read.
     """
     cdef object owner
+    cdef list exports
     cdef const uint8_t **ptrs
     cdef size_t *lens
     cdef Py_ssize_t n
@@ -72,6 +75,9 @@ cdef class _Column:
                 self.ptrs[i] = <const uint8_t *>PyBytes_AS_STRING(item)
                 self.lens[i] = <size_t>PyBytes_GET_SIZE(item)
             elif PyByteArray_Check(item):
+                if self.exports is None:
+                    self.exports = []
+                self.exports.append(memoryview(item))  # pins its buffer until we go
                 self.ptrs[i] = <const uint8_t *>PyByteArray_AS_STRING(item)
                 self.lens[i] = <size_t>PyByteArray_GET_SIZE(item)
             else:

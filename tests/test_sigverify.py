@@ -158,3 +158,17 @@ def test_throughput_report(signed_items, capsys):
         assert ok.all()
     with capsys.disabled():
         print("\nverify_batch: " + ", ".join(f"{t} thread(s) {r:,.0f}/s" for t, r in rates.items()))
+
+
+def test_a_bytearray_cannot_be_resized_while_a_call_reads_it():
+    # The core reads columns without the GIL: a bytearray resized meanwhile would be
+    # freed under it.  A column holds every bytearray exported until it goes.
+    from engine import _core
+
+    item = bytearray(b"x" * 64)
+    column = _core._Column([b"y" * 32, item], "messages")
+    with pytest.raises(BufferError):
+        item.extend(b"more")
+    del column
+    item.extend(b"more")  # released with the column
+    assert len(item) == 68

@@ -243,3 +243,16 @@ def test_server_encoding_matches_the_python_results(pki, scenarios, now_s):
         expected[k % 3] += proto.verify_response(1000 + k, r.verdict, r.reason, r.claims)
     expected[1] += proto.batch_response(7, [proto.result_map(*r) for r in results[len(singles) :]])
     assert frames == expected
+
+
+def test_batch_accessors_check_their_index():
+    from engine import _core
+
+    batch = _core.VerifyBatch([b"not a presentation"])
+    for accessor in (batch.fields, batch.detail, batch.verdict_of, batch.presentation):
+        with pytest.raises(IndexError):
+            accessor(1)
+        with pytest.raises(IndexError):
+            accessor(-1)
+    with pytest.raises(IndexError):
+        batch.request_verdicts(0)  # no request recorded in a batch built from items
