@@ -20,10 +20,47 @@ cdef extern from "native/replay_table.h" nogil:
     void esc_replay_budgets(size_t n, size_t *move, size_t *count)
     void esc_replay_debug(esc_replay_table *t, size_t out[6])
 
+cdef extern from "native/verdicts.h":
+    enum:
+        ESC_OK
+        ESC_MALFORMED
+        ESC_UNKNOWN_ISSUER
+        ESC_BAD_ISSUER_SIGNATURE
+        ESC_BAD_HOLDER_SIGNATURE
+        ESC_ISSUER_INVALID
+        ESC_UNKNOWN_CHANNEL
+        ESC_CHANNEL_REVOKED
+        ESC_NOT_YET_VALID
+        ESC_EXPIRED
+        ESC_STALE
+        ESC_REVOCATION_DATA_STALE
+        ESC_CARD_REVOKED
+        ESC_CREDENTIAL_REVOKED
+        ESC_REPLAYED
+        ESC_BUSY
+
+# The native verdict codes by name, for tests/test_verdicts.py to hold against
+# engine.verdicts (one definition each side, checked to agree).
+VERDICT_CODES = {
+    "OK": ESC_OK,
+    "MALFORMED": ESC_MALFORMED,
+    "UNKNOWN_ISSUER": ESC_UNKNOWN_ISSUER,
+    "BAD_ISSUER_SIGNATURE": ESC_BAD_ISSUER_SIGNATURE,
+    "BAD_HOLDER_SIGNATURE": ESC_BAD_HOLDER_SIGNATURE,
+    "ISSUER_INVALID": ESC_ISSUER_INVALID,
+    "UNKNOWN_CHANNEL": ESC_UNKNOWN_CHANNEL,
+    "CHANNEL_REVOKED": ESC_CHANNEL_REVOKED,
+    "NOT_YET_VALID": ESC_NOT_YET_VALID,
+    "EXPIRED": ESC_EXPIRED,
+    "STALE": ESC_STALE,
+    "REVOCATION_DATA_STALE": ESC_REVOCATION_DATA_STALE,
+    "CARD_REVOKED": ESC_CARD_REVOKED,
+    "CREDENTIAL_REVOKED": ESC_CREDENTIAL_REVOKED,
+    "REPLAYED": ESC_REPLAYED,
+    "BUSY": ESC_BUSY,
+}
+
 cdef enum:
-    _VERDICT_OK = 0
-    _VERDICT_REPLAYED = 14
-    _VERDICT_BUSY = 15
     _REPLAY_SEEN = 1
     _REPLAY_NO_ROOM = 2
 
@@ -172,7 +209,7 @@ cdef class VerifyBatch:
                                     self.parsed)
             for i in range(self.n):
                 # 0xff: the stage ran out of memory; never OK, the caller retries.
-                self.verdict[i] = (_VERDICT_BUSY if self.parsed[i].verdict == 0xff
+                self.verdict[i] = (ESC_BUSY if self.parsed[i].verdict == 0xff
                                    else self.parsed[i].verdict)
 
     def verdicts(self):
@@ -290,9 +327,9 @@ cdef class VerifyBatch:
         table._check(kp, exp, m, now_ms, states)
         for i in range(m):
             if states[i] == _REPLAY_SEEN:
-                self.verdict[owner[i]] = _VERDICT_REPLAYED
+                self.verdict[owner[i]] = ESC_REPLAYED
             elif states[i] == _REPLAY_NO_ROOM:
-                self.verdict[owner[i]] = _VERDICT_BUSY
+                self.verdict[owner[i]] = ESC_BUSY
 
     def fields(self, Py_ssize_t i):
         """(issuer_key_id, card_number, region, channel, serial, nonce, timestamp_ms,
@@ -457,7 +494,7 @@ cdef class VerifyBatch:
                 res[i].reason = NULL
                 res[i].reason_len = 0
                 res[i].claims = NULL
-                if self.verdict[i] == _VERDICT_OK:
+                if self.verdict[i] == ESC_OK:
                     o = &self.parsed[i]
                     d = self.ptrs[i]
                     cl[i].card_number = d + o.card
@@ -527,7 +564,7 @@ cdef bytes _busy_frame(uint64_t rid, uint8_t is_batch, uint32_t count, const cha
         raise MemoryError()
     try:
         for k in range(count):
-            res[k].verdict = _VERDICT_BUSY
+            res[k].verdict = ESC_BUSY
             res[k].reason = why
             res[k].reason_len = strlen(why)
             res[k].claims = NULL

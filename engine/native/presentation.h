@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "verdicts.h" /* the codes this stage gives: ESC_OK .. ESC_STALE */
+
 #define ESC_ID_MAX 32
 
 typedef struct {
@@ -35,21 +37,6 @@ typedef struct {
     const esc_channel *channels;
     size_t n_channels;
 } esc_trust;
-
-/* Verdict codes (engine/verdicts.py) used by this stage. */
-enum {
-    ESC_OK = 0,
-    ESC_MALFORMED = 1,
-    ESC_UNKNOWN_ISSUER = 2,
-    ESC_BAD_ISSUER_SIGNATURE = 3,
-    ESC_BAD_HOLDER_SIGNATURE = 4,
-    ESC_ISSUER_INVALID = 5,
-    ESC_UNKNOWN_CHANNEL = 6,
-    ESC_CHANNEL_REVOKED = 7,
-    ESC_NOT_YET_VALID = 8,
-    ESC_EXPIRED = 9,
-    ESC_STALE = 10,
-};
 
 /* What exactly failed, for the reason text. */
 enum {
