@@ -175,11 +175,15 @@ class Connection(asyncio.Protocol):
         """Closes after flushing what is buffered, but never waits on the client for
         longer than ``server.close_grace_s``: a client that stopped reading would
         otherwise keep its slot and descriptor until it closed its own end."""
-        if self.abort_timer is not None or self.transport is None:
+        transport = self.transport
+        if self.abort_timer is not None or transport is None:
             return
         self.closed = True
-        self.transport.close()
-        if self.transport.get_write_buffer_size():
+        if transport.is_closing():  # closed already (the peer went, or an abort)
+            return
+        pending = transport.get_write_buffer_size()  # asked first: a closed TLS one can't say
+        transport.close()
+        if pending:
             grace = self.server.cfg.server.close_grace_s
             self.abort_timer = self.server.loop.call_later(grace, self._abort)
 

@@ -141,3 +141,35 @@ def test_refused_client_certificates_are_logged(start_server, pki_tls):
     assert all(f["peer"].startswith("127.0.0.1:") for f in failures)
     # No certificate contents in the log: the stranger's name never appears.
     assert "stranger.example" not in repr(log.events)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_tls_serves_and_drains_on_either_event_loop(pki, pki_tls, scenarios, loop):
+    """The server promises the standard asyncio loop as well as uvloop; their TLS
+    transports differ (asyncio's cannot report its buffer once closed)."""
+    import uvloop
+    from serving import server_config
+
+    from engine.server import Server
+
+    d = pki_tls["dir"]
+    cfg = server_config(
+        pki, **{"server.tls_cert": str(d / "server.pem"), "server.tls_key": str(d / "server.pem")}
+    )
+
+    async def go():
+        srv = Server(cfg)
+        await srv.start()
+        try:
+            ctx = client_context(pki_tls)
+            async with await Client.connect("127.0.0.1", srv.port, ssl=ctx) as client:
+                batch = scenarios.presentations(
+                    [Verdict.OK, Verdict.EXPIRED], int(time.time() * 1000)
+                )
+                verdicts = [r.verdict for r in await client.verify_batch(batch)]
+        finally:
+            await srv.drain()  # the client has gone: its transport is closed already
+        return verdicts
+
+    runner = asyncio.run if loop == "asyncio" else uvloop.run
+    assert runner(asyncio.wait_for(go(), 30)) == [Verdict.OK, Verdict.EXPIRED]
