@@ -195,16 +195,16 @@ def _code(kind: str) -> int:
 
 def _map_private(path: str, kind: str, directory: str) -> tuple[MappedFile, str]:
     """The file at ``path``, mapped from its private copy (checked as a whole first)."""
-    for _ in range(2):
-        copy, reused = private.private_copy(path, directory)
-        try:
-            return map_file(copy, kind=kind, name=path), copy
-        except RevocationFileError:
-            private.discard(copy)
-            if not reused:
-                raise
-            # A copy left by an earlier load that no longer validates: copy afresh.
-    raise AssertionError("unreachable")
+    copy, reused = private.private_copy(path, directory)
+    try:
+        return map_file(copy, kind=kind, name=path), copy
+    except RevocationFileError:
+        private.discard(copy)
+        if not reused:
+            raise
+    # A copy left by an earlier load that no longer validates: copy afresh, once.
+    copy, _ = private.private_copy(path, directory)
+    return map_file(copy, kind=kind, name=path), copy
 
 
 def _load(snapshot_path: str, delta_paths: tuple[str, ...], directory: str) -> _State:

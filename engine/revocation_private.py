@@ -175,33 +175,40 @@ def _copy_range(src: int, dst: int, size: int) -> int:
     except OSError as e:
         if done or e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise
-    buf = bytearray(_READ_CHUNK)  # no sendfile between these file systems
-    while done < size:
-        n = os.preadv(src, [memoryview(buf)[: min(_READ_CHUNK, size - done)]], done)
-        if n == 0:
-            break
-        _write_all(dst, memoryview(buf)[:n])
-        done += n
+    for chunk in _chunks(src, 0, size):  # no sendfile between these file systems
+        _write_all(dst, chunk)
+        done += len(chunk)
     return done
 
 
+def _chunks(fd: int, start: int, size: int):
+    """The bytes [start, size) of fd, read with pread into one reused buffer (views of
+    it, valid until the next one); stops early where the file got shorter.  pread, not
+    a mapping: a file truncated meanwhile gives a short read, never SIGBUS."""
+    buf = memoryview(bytearray(_READ_CHUNK))
+    pos = start
+    while pos < size:
+        n = os.preadv(fd, [buf[: min(_READ_CHUNK, size - pos)]], pos)
+        if n == 0:
+            return
+        yield buf[:n]
+        pos += n
+
+
 def _check_source(fd: int, path: str, head: bytes, size: int) -> None:
-    """The source's whole-file CRC32C, read with pread into one reused buffer (a file
-    truncated meanwhile gives short reads, never SIGBUS)."""
+    """The source's whole-file CRC32C, checked against its header."""
     crc = _core.crc32c(head[:CRC_OFFSET])
-    buf = bytearray(_READ_CHUNK)
     pos = len(head)
     try:
-        while pos < size:
-            n = os.preadv(fd, [memoryview(buf)[: min(_READ_CHUNK, size - pos)]], pos)
-            if n == 0:
-                raise RevocationFileError(
-                    f"{path}: changed while being read ({pos} of {size} bytes); not loaded"
-                )
-            crc = _core.crc32c(memoryview(buf)[:n], crc)
-            pos += n
+        for chunk in _chunks(fd, pos, size):
+            crc = _core.crc32c(chunk, crc)
+            pos += len(chunk)
     except OSError as e:
         raise RevocationFileError(f"{path}: cannot read: {e.strerror}") from None
+    if pos != size:
+        raise RevocationFileError(
+            f"{path}: changed while being read ({pos} of {size} bytes); not loaded"
+        )
     if crc != struct.unpack_from("<I", head, CRC_OFFSET + 4)[0]:
         raise RevocationFileError(f"{path}: checksum mismatch (the payload is corrupt)")
 

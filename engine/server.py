@@ -1012,6 +1012,7 @@ def _tls_failure(e: BaseException) -> str:
         return f"certificate: {e.verify_message}"
     if isinstance(e, ssl.SSLError):
         return f"tls: {e.reason or e}"
+    # asyncio reports a handshake timeout as ConnectionAbortedError("... taking longer than ...").
     if isinstance(e, (TimeoutError, asyncio.TimeoutError)) or "longer than" in str(e):
         return "timeout: handshake not completed in time"
     return f"connection: {type(e).__name__}"

@@ -55,7 +55,9 @@ int esc_guarded_call(esc_guarded_fn fn, void *ctx, size_t begin, size_t end)
 {
     sigjmp_buf jb;
     sigjmp_buf *volatile outer = guard_jmp;
-    if (sigsetjmp(jb, 1) != 0) {
+    /* No signal mask saved (a syscall per call): the handler runs with SA_NODEFER, so
+     * SIGBUS is not blocked when it jumps back here. */
+    if (sigsetjmp(jb, 0) != 0) {
         guard_jmp = outer;
         return -1;
     }
