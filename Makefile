@@ -69,7 +69,7 @@ LOAD_ARGS     ?=
 
 .PHONY: load
 load: build $(DEMO)/corpus/corpus.json
-	@$(VPY) -c "import pathlib, engine.demo as d; d.build_demo_revocation(pathlib.Path('$(DEMO)'))"
+	@$(VPY) -c "import pathlib, engine.tools.demo as d; d.build_demo_revocation(pathlib.Path('$(DEMO)'))"
 	$(VPY) -m loadgen run --target $(LOAD_TARGET) --corpus $(DEMO)/corpus \
 		--rate $(LOAD_RATE) --duration $(LOAD_DURATION) --warmup 2 \
 		--on-missing-revocation exclude --revocation-wait 10 \

@@ -23,10 +23,10 @@ import msgpack
 import nacl.exceptions
 import nacl.signing
 
-from engine.credentials import Presentation
-from engine.encoding import FormatError
-from engine.pki import Pki
-from engine.trustlist import Status, TrustList
+from engine.formats.credentials import Presentation
+from engine.formats.encoding import FormatError
+from engine.formats.trustlist import Status, TrustList
+from engine.tools.pki import Pki
 from engine.verdicts import Verdict
 
 FRESHNESS_MS, SKEW_MS = 60_000, 5_000

@@ -141,7 +141,7 @@ def run(quick: bool) -> list[Row]:
     import rbloom
 
     from engine import _core
-    from engine.revocation import RevocationStore
+    from engine.revocation.store import RevocationStore
 
     entries = QUICK_ENTRIES if quick else FULL_ENTRIES
     n_queries = 200_000 if quick else 1_000_000
@@ -288,10 +288,10 @@ def run(quick: bool) -> list[Row]:
 
 
 def reload_rows(store, path: pathlib.Path, size: str) -> list[Row]:
-    """What serving a private copy costs a reload (engine.revocation_private), against
+    """What serving a private copy costs a reload (engine.revocation.private), against
     mapping the configured file itself and checksumming it, as the engine used to."""
-    from engine import revocation_private as private
-    from engine.revocation_format import map_file
+    from engine.revocation import private as private
+    from engine.revocation.format import map_file
 
     def best(fn, rounds: int = 3) -> float:
         times = []

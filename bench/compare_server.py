@@ -140,7 +140,7 @@ def engine_config(corpus_dir: pathlib.Path) -> pathlib.Path:
         ),
         "engine revocation build",
     )
-    from engine.pki import Pki
+    from engine.tools.pki import Pki
 
     pki = Pki.open(CACHE / "pki")
     cfg = CACHE / "engine.toml"
@@ -217,7 +217,7 @@ class ServerProcess:
 
 
 def engine_status(port: int) -> dict:
-    from engine.client import Client
+    from engine.wire.client import Client
 
     async def go():
         async with await Client.connect("127.0.0.1", port, timeout=10) as client:

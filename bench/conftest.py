@@ -21,13 +21,13 @@ def quick() -> bool:
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
-    from engine.pki import init
+    from engine.tools.pki import init
 
     return init(tmp_path_factory.mktemp("bench-pki") / "pki")
 
 
 @pytest.fixture(scope="session")
 def scenarios(pki):
-    from engine.scenarios import Scenarios
+    from engine.tools.scenarios import Scenarios
 
     return Scenarios(pki, int(time.time()), holders_per_outcome=64)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from engine import protocol as proto
-from engine.framing import FrameDecoder
 from engine.verdicts import Verdict
+from engine.wire import protocol as proto
+from engine.wire.framing import FrameDecoder
 
 N = 1000
 

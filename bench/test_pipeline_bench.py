@@ -7,8 +7,8 @@ import time
 import pytest
 
 from engine.replay import MemoryReplayCache
-from engine.revocation_source import SetRevocation
-from engine.scenarios import BUILDABLE
+from engine.revocation.source import SetRevocation
+from engine.tools.scenarios import BUILDABLE
 from engine.verdicts import Verdict
 from engine.verifier import Verifier, VerifierConfig
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.compare_revocation import BATCH, QUICK_ENTRIES, queries, snapshot
-from engine.revocation import RevocationStore
+from engine.revocation.store import RevocationStore
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""pytest-benchmark: the native wire codec against engine/protocol.py, per 1000 requests.
+"""pytest-benchmark: the native wire codec against engine/wire/protocol.py, per 1000 requests.
 
 Each group times the Python reference and the native codec on the same input, so the
 ratios column of the report compares them.  "native" goes through the test bindings
@@ -14,9 +14,9 @@ import time
 import pytest
 
 from engine import _core
-from engine import protocol as proto
 from engine.verdicts import Verdict
 from engine.verifier import _PURPOSES
+from engine.wire import protocol as proto
 
 N = 1000
 MAX_ITEMS = 256

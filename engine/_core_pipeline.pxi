@@ -45,7 +45,7 @@ cdef class TrustTable:
     """A trust list laid out for the C checks (built once per trust list).
 
     ``issuers``: (key_id, region, public_key, not_before, not_after, status) tuples;
-    ``channels``: (channel_id, status) tuples, as in engine.trustlist.
+    ``channels``: (channel_id, status) tuples, as in engine.formats.trustlist.
     """
     cdef esc_issuer *issuers
     cdef esc_channel *channels

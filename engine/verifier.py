@@ -25,11 +25,11 @@ from typing import NamedTuple
 import numpy as np
 
 from engine import _core
-from engine.credentials import Presentation, Purpose
-from engine.encoding import FormatError
+from engine.formats.credentials import Presentation, Purpose
+from engine.formats.encoding import FormatError
+from engine.formats.trustlist import TrustList
 from engine.replay import MemoryReplayCache
-from engine.revocation_source import CARD, CREDENTIAL, RevocationSource
-from engine.trustlist import TrustList
+from engine.revocation.source import CARD, CREDENTIAL, RevocationSource
 from engine.verdicts import Verdict
 
 DEFAULT_FRESHNESS_MS = 60_000

@@ -30,12 +30,12 @@ import msgpack  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine import _core  # noqa: E402
-from engine import protocol as proto  # noqa: E402
-from engine.pki import init as init_pki  # noqa: E402
-from engine.revocation_build import build_delta, build_snapshot  # noqa: E402
-from engine.revocation_format import map_file  # noqa: E402
-from engine.scenarios import Scenarios  # noqa: E402
+from engine.revocation.build import build_delta, build_snapshot  # noqa: E402
+from engine.revocation.format import map_file  # noqa: E402
+from engine.tools.pki import init as init_pki  # noqa: E402
+from engine.tools.scenarios import Scenarios  # noqa: E402
 from engine.verdicts import Verdict  # noqa: E402
+from engine.wire import protocol as proto  # noqa: E402
 
 
 def write(out: pathlib.Path, name: str, seeds: list[bytes]) -> None:

@@ -388,9 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.client import ServerError
-    from engine.pki import PkiError
-    from engine.wallets import WalletFileError
+    from engine.formats.wallets import WalletFileError
+    from engine.tools.pki import PkiError
+    from engine.wire.client import ServerError
     from loadgen.runner import PreflightError
     from loadgen.sources import GeneratorError
 

@@ -1,9 +1,9 @@
 """The load corpus: cardholders grouped by the verdict their presentations must draw.
 
 ``python -m loadgen corpus --pki DIR --cards N --out DIR`` issues N credentials (the
-realistic population of ``engine.issuance``), splits them by a mix of expected
+realistic population of ``engine.tools.issuance``), splits them by a mix of expected
 outcomes, shapes each group's credentials so that they draw their verdict
-(``engine.scenarios``), and writes::
+(``engine.tools.scenarios``), and writes::
 
     corpus.json          manifest: outcomes, expected verdicts, weights, files (written last)
     <outcome>.essc       wallet file (docs/FORMATS.md, section 5) of that outcome's holders
@@ -24,15 +24,15 @@ from collections.abc import Iterator
 
 import nacl.signing
 
-from engine import wallets
-from engine.credentials import Credential
-from engine.files import write_atomically
-from engine.issuance import Issuer
-from engine.pki import Pki
-from engine.scenarios import ROGUE_ISSUER, shape_credential, spoil_credential
+from engine.formats import wallets
+from engine.formats.credentials import Credential
+from engine.formats.files import write_atomically
+from engine.formats.wallets import Wallet
 from engine.sigverify import sign_batch
+from engine.tools.issuance import Issuer
+from engine.tools.pki import Pki
+from engine.tools.scenarios import ROGUE_ISSUER, shape_credential, spoil_credential
 from engine.verdicts import Verdict
-from engine.wallets import Wallet
 
 MANIFEST = "corpus.json"
 REVOCATION_INPUT = "revoked.txt"

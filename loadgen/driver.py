@@ -39,8 +39,8 @@ from collections.abc import Callable
 import msgpack
 import numpy as np
 
-from engine.framing import FrameDecoder
 from engine.verdicts import Verdict
+from engine.wire.framing import FrameDecoder
 from loadgen import stats
 from loadgen.sources import Chunk, GeneratorError
 

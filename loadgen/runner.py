@@ -11,8 +11,8 @@ import asyncio
 import sys
 from collections.abc import Callable
 
-from engine import protocol as proto
-from engine.client import Client, ServerError
+from engine.wire import protocol as proto
+from engine.wire.client import Client, ServerError
 from loadgen import report
 from loadgen.corpus import REVOKED_OUTCOMES, Corpus
 from loadgen.driver import Driver, RunResult, Settings

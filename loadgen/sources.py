@@ -31,11 +31,11 @@ from collections.abc import Callable
 import msgpack
 import numpy as np
 
-from engine import protocol as proto
-from engine.framing import HEADER, FrameDecoder
-from engine.holder import HolderKeys, present_batch
-from engine.scenarios import presentation_time_ms, spoil_presentation
+from engine.tools.holder import HolderKeys, present_batch
+from engine.tools.scenarios import presentation_time_ms, spoil_presentation
 from engine.verdicts import Verdict
+from engine.wire import protocol as proto
+from engine.wire.framing import HEADER, FrameDecoder
 from loadgen.corpus import OUTCOMES, Corpus
 
 CHUNK_PRESENTATIONS = 256  # per native signing batch: big enough to amortise, small to stay fresh
@@ -93,7 +93,7 @@ def frame_templates(presentations: list[bytes], batch: int) -> list[bytes]:
 
 
 class _Keys:
-    """Holder secret keys in libsodium's form, as engine.holder.HolderKeys holds them."""
+    """Holder secret keys in libsodium's form, as engine.tools.holder.HolderKeys holds them."""
 
     def __init__(self, secret_keys: list[bytes]):
         self.secret_keys = secret_keys
@@ -221,7 +221,7 @@ class ChunkMaker:
 
 
 # Between the driver and a worker: a socket pair with our own framing
-# (engine.framing), read from the driver's event loop without blocking.
+# (engine.wire.framing), read from the driver's event loop without blocking.
 # Driver -> worker: a uint32 count of chunks wanted (0: stop).  Worker -> driver:
 # frames each holding a pickled Chunk; the first says "ready" or why it failed.
 _CREDIT = struct.Struct(">I")

@@ -33,7 +33,7 @@ def wycheproof_ed25519() -> list[tuple[bytes, bytes, bytes, bool, int]]:
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
     """A complete demo PKI (root, 31 issuers, channels, trust list), made once."""
-    from engine.pki import init
+    from engine.tools.pki import init
 
     return init(tmp_path_factory.mktemp("pki") / "pki")
 
@@ -47,8 +47,8 @@ def now_s() -> int:
 
 @pytest.fixture(scope="session")
 def scenarios(pki, now_s):
-    """Credentials for every outcome (engine.scenarios), issued at now_s."""
-    from engine.scenarios import Scenarios
+    """Credentials for every outcome (engine.tools.scenarios), issued at now_s."""
+    from engine.tools.scenarios import Scenarios
 
     return Scenarios(pki, now_s)
 

@@ -12,7 +12,7 @@ import threading
 
 import msgpack
 
-from engine.framing import FrameDecoder, encode
+from engine.wire.framing import FrameDecoder, encode
 
 _packer = msgpack.Packer(use_bin_type=True)
 

@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 
-from engine.revocation_build import build_delta, build_snapshot
+from engine.revocation.build import build_delta, build_snapshot
 
 
 def random_cards(rng: np.random.Generator, n: int) -> np.ndarray:

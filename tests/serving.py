@@ -8,9 +8,9 @@ import threading
 
 import uvloop
 
-from engine.config import Config
-from engine.logs import LOGGER
-from engine.server import Server
+from engine.server.config import Config
+from engine.server.logs import LOGGER
+from engine.server.server import Server
 
 
 def server_config(pki, **settings) -> Config:

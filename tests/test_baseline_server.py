@@ -9,12 +9,12 @@ import sys
 import time
 
 from bench.baseline_server import BaselineVerifier
-from engine.client import Client
 from engine.replay import MemoryReplayCache
-from engine.revocation_source import SetRevocation
-from engine.scenarios import BUILDABLE
+from engine.revocation.source import SetRevocation
+from engine.tools.scenarios import BUILDABLE
 from engine.verdicts import Verdict
 from engine.verifier import Verifier
+from engine.wire.client import Client
 
 
 def test_same_verdicts_as_the_engine(pki, scenarios):

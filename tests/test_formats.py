@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import encoding as enc
-from engine import testvectors
-from engine.credentials import Credential, Presentation, Purpose
-from engine.trustlist import Status, TrustList, TrustListError
+from engine.formats import encoding as enc
+from engine.formats.credentials import Credential, Presentation, Purpose
+from engine.formats.trustlist import Status, TrustList, TrustListError
+from engine.tools import testvectors
 from engine.verdicts import MEANINGS, Verdict
 from engine.verifier import Verifier
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.framing import FrameDecoder, FrameTooLarge, encode
+from engine.wire.framing import FrameDecoder, FrameTooLarge, encode
 
 
 @settings(max_examples=300, deadline=None)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from engine.credentials import Credential
+from engine.formats.credentials import Credential
 from engine.replay import MemoryReplayCache
-from engine.revocation_source import SetRevocation
+from engine.revocation.source import SetRevocation
 from engine.verdicts import Verdict
 from engine.verifier import Verifier
 from loadgen import corpus as corpus_mod

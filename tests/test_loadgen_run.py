@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.revocation_source import SetRevocation
+from engine.revocation.source import SetRevocation
 from loadgen import corpus as corpus_mod
 from loadgen.cli import main
 

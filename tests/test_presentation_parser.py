@@ -1,4 +1,4 @@
-"""The native presentation parser against the reference decoder (engine/credentials.py).
+"""The native presentation parser against the reference decoder (engine/formats/credentials.py).
 
 Both must accept exactly the same byte strings: the reference decoder defines the format
 (docs/FORMATS.md), the native parser is what the hot path runs.
@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from engine import _core
-from engine.credentials import Presentation
-from engine.encoding import FormatError
+from engine.formats.credentials import Presentation
+from engine.formats.encoding import FormatError
 from engine.verdicts import Verdict
 
 SETTINGS = settings(max_examples=1500, suppress_health_check=list(HealthCheck), deadline=None)

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from revocation_helpers import as_bytes, delta, random_cards, random_serials, snapshot
 
-from engine import _core, cli, revocation_input
-from engine.revocation import RevocationFileError, RevocationStore
-from engine.revocation_build import build_snapshot
-from engine.revocation_format import HEADER_SIZE, describe, map_file, read_header
-from engine.revocation_input import RevocationInputError
+from engine import _core
+from engine.cli import main as cli
+from engine.revocation import input as revocation_input
+from engine.revocation.build import build_snapshot
+from engine.revocation.format import HEADER_SIZE, describe, map_file, read_header
+from engine.revocation.input import RevocationInputError
+from engine.revocation.store import RevocationFileError, RevocationStore
 
 
 @pytest.fixture
@@ -209,7 +211,7 @@ def test_duplicates_are_dropped_and_inputs_combined(tmp_path):
 
 @pytest.fixture(scope="module")
 def wallet_file(tmp_path_factory):
-    from engine import issuance, pki
+    from engine.tools import issuance, pki
 
     d = tmp_path_factory.mktemp("wallets")
     opened = pki.init(d / "pki")
@@ -218,8 +220,8 @@ def wallet_file(tmp_path_factory):
 
 
 def test_wallet_file_input_by_serial_and_by_card(tmp_path, wallet_file):
-    from engine import wallets
-    from engine.credentials import Credential
+    from engine.formats import wallets
+    from engine.formats.credentials import Credential
 
     creds = [Credential.decode(w.credential) for w in wallets.read(wallet_file)]
     r = build_snapshot(tmp_path / "serials", [wallet_file])

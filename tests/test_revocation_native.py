@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine import _core
-from engine.revocation_format import bloom_blocks_for, sbbf_fpr
+from engine.revocation.format import bloom_blocks_for, sbbf_fpr
 
 M64 = (1 << 64) - 1
 PRIME32 = 2654435761

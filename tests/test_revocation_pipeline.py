@@ -8,12 +8,12 @@ import time
 import pytest
 from revocation_helpers import delta, snapshot
 
-from engine import pki
-from engine.credentials import Credential
+from engine.formats.credentials import Credential
 from engine.replay import MemoryReplayCache
-from engine.revocation import RevocationStore
-from engine.revocation_source import SetRevocation
-from engine.scenarios import BUILDABLE, Scenarios
+from engine.revocation.source import SetRevocation
+from engine.revocation.store import RevocationStore
+from engine.tools import pki
+from engine.tools.scenarios import BUILDABLE, Scenarios
 from engine.verdicts import Verdict
 from engine.verifier import Verifier, VerifierConfig
 

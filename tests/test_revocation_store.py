@@ -1,4 +1,4 @@
-"""engine.revocation.RevocationStore: exact answers, the Bloom filter's rate, deltas,
+"""engine.revocation.store.RevocationStore: exact answers, the Bloom filter's rate, deltas,
 hot reload under concurrent look-ups, files replaced while mapped."""
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from revocation_helpers import as_bytes, delta, random_cards, random_serials, snapshot
 
 from engine import _core
-from engine.revocation import RevocationFileError, RevocationStore
-from engine.revocation_format import (
+from engine.revocation.format import (
     HEADER_SIZE,
     filter_fpr,
     map_file,
@@ -27,8 +26,9 @@ from engine.revocation_format import (
     sbbf_fpr,
     seal_header,
 )
-from engine.revocation_input import RevocationInputError
-from engine.revocation_source import SetRevocation
+from engine.revocation.input import RevocationInputError
+from engine.revocation.source import SetRevocation
+from engine.revocation.store import RevocationFileError, RevocationStore
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -304,7 +304,7 @@ REPLACE_WHILE_MAPPED = """
 import os, pathlib, sys
 import numpy as np
 from revocation_helpers import as_bytes, random_cards, snapshot
-from engine.revocation import RevocationStore
+from engine.revocation.store import RevocationStore
 tmp = pathlib.Path(sys.argv[1])
 rng = np.random.default_rng(7)
 cards = np.unique(random_cards(rng, 100_000))
@@ -334,7 +334,7 @@ IN_PLACE = """
 import os, pathlib, shutil, sys
 from revocation_helpers import snapshot
 from engine import _core
-from engine.revocation import RevocationStore
+from engine.revocation.store import RevocationStore
 tmp = pathlib.Path(sys.argv[1])
 cards = [b"A%08d" % i for i in range(200_000)]
 path = snapshot(tmp, "live.snap", cards, sequence=1, seed=1)
@@ -371,7 +371,7 @@ PRIVATE_COPY_LOST = """
 import os, pathlib, sys
 from revocation_helpers import snapshot
 from engine import _core
-from engine.revocation import RevocationStore
+from engine.revocation.store import RevocationStore
 tmp = pathlib.Path(sys.argv[1])
 cards = [b"A%08d" % i for i in range(200_000)]
 path = snapshot(tmp, "live.snap", cards)

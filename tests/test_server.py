@@ -13,12 +13,12 @@ import pytest
 from prometheus_client import generate_latest
 from serving import closed_by_peer
 
-from engine import protocol as proto
-from engine.client import Client, ServerError
-from engine.framing import FrameDecoder
-from engine.revocation_source import SetRevocation
-from engine.scenarios import BUILDABLE
+from engine.revocation.source import SetRevocation
+from engine.tools.scenarios import BUILDABLE
 from engine.verdicts import Verdict
+from engine.wire import protocol as proto
+from engine.wire.client import Client, ServerError
+from engine.wire.framing import FrameDecoder
 
 
 def now_ms() -> int:
@@ -350,7 +350,7 @@ def test_revocation_check_without_data(start_server):
 
 
 def test_context_is_accepted_and_audited_without_personal_data(start_server, scenarios, caplog):
-    from engine import logs
+    from engine.server import logs
 
     srv = start_server(log__audit=True)
     logs.setup("info")

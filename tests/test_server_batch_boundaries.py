@@ -16,9 +16,9 @@ import time
 import msgpack
 import pytest
 
-from engine import protocol as proto
-from engine.framing import FrameDecoder
 from engine.verdicts import Verdict
+from engine.wire import protocol as proto
+from engine.wire.framing import FrameDecoder
 
 OUTCOMES = (Verdict.OK, Verdict.EXPIRED, Verdict.BAD_HOLDER_SIGNATURE, Verdict.UNKNOWN_ISSUER)
 

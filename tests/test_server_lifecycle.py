@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from engine.client import Client
-from engine.pki import init, update_trust_list
-from engine.scenarios import Scenarios
-from engine.trustlist import Status
+from engine.formats.trustlist import Status
+from engine.tools.pki import init, update_trust_list
+from engine.tools.scenarios import Scenarios
 from engine.verdicts import Verdict
+from engine.wire.client import Client
 
 
 class ServerProcess:
@@ -241,7 +241,7 @@ def test_bad_configuration_is_one_clear_error(tmp_path, own_pki):
 
 
 def _snapshot(path, cards=(), serials=(), sequence=1):
-    from engine.revocation_build import build_snapshot
+    from engine.revocation.build import build_snapshot
 
     listing = path.with_suffix(".txt")
     lines = [f"card {c}" for c in cards] + [f"credential {s.hex()}" for s in serials]
@@ -250,7 +250,7 @@ def _snapshot(path, cards=(), serials=(), sequence=1):
 
 
 def test_revocation_snapshot_served_and_reloaded(serve, own_pki, tmp_path):
-    from engine.credentials import Presentation
+    from engine.formats.credentials import Presentation
 
     scenarios = Scenarios(own_pki, int(time.time()))
     snap = tmp_path / "revocation.snap"
@@ -342,7 +342,7 @@ def test_revocation_files_changed_under_a_running_server(serve, own_pki, tmp_pat
 
 
 def test_client_command_line(serve, own_pki, tmp_path):
-    from engine import issuance
+    from engine.tools import issuance
 
     wallets = tmp_path / "w.essc"
     issuance.issue_to_file(own_pki, 4, wallets, progress=False)

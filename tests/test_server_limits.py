@@ -12,8 +12,8 @@ from serving import LogEvents
 from test_server_batch_boundaries import Conn
 from test_server_lifecycle import ServerProcess
 
-from engine import protocol as proto
 from engine.verdicts import Verdict
+from engine.wire import protocol as proto
 
 
 def now_ms() -> int:
@@ -133,7 +133,7 @@ def test_the_soft_descriptor_limit_is_raised_where_allowed(pki, tmp_path):
 
 
 def test_admission_follows_the_measured_rate():
-    from engine.server import IN_FLIGHT_LIMIT, QUEUE_TIME_LIMIT, Admission
+    from engine.server.server import IN_FLIGHT_LIMIT, QUEUE_TIME_LIMIT, Admission
 
     a = Admission(32768, 0.025, 2, floor=512, max_batch=128)
     assert (a.limit, a.reason, a.rate) == (32768, IN_FLIGHT_LIMIT, None)

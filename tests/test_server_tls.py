@@ -11,9 +11,9 @@ import pytest
 import trustme
 from serving import LogEvents, closed_by_peer
 
-from engine.client import Client
-from engine.config import ConfigError
+from engine.server.config import ConfigError
 from engine.verdicts import Verdict
+from engine.wire.client import Client
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_mutual_tls(start_server, pki_tls, scenarios):
 def test_tls_misconfiguration_is_a_clear_error(pki, pki_tls):
     from serving import server_config
 
-    from engine.server import Server
+    from engine.server.server import Server
 
     missing = str(pki_tls["dir"] / "missing.pem")
     cfg = server_config(pki, **{"server.tls_cert": missing})
@@ -150,7 +150,7 @@ def test_tls_serves_and_drains_on_either_event_loop(pki, pki_tls, scenarios, loo
     import uvloop
     from serving import server_config
 
-    from engine.server import Server
+    from engine.server.server import Server
 
     d = pki_tls["dir"]
     cfg = server_config(

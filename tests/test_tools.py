@@ -11,13 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from engine import issuance, wallets
-from engine.cli import build_parser, main
-from engine.credentials import Credential, Presentation
-from engine.pki import Pki, PkiError, init, update_trust_list
-from engine.regions import PROVINCES
+from engine.cli.main import build_parser, main
+from engine.formats import wallets
+from engine.formats.credentials import Credential, Presentation
+from engine.formats.trustlist import Status, TrustList
 from engine.sigverify import verify_batch
-from engine.trustlist import Status, TrustList
+from engine.tools import issuance
+from engine.tools.pki import Pki, PkiError, init, update_trust_list
+from engine.tools.regions import PROVINCES
 from engine.verdicts import Verdict
 from engine.verifier import Verifier
 
@@ -197,7 +198,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_vectors_command_matches_committed(capsys):
-    from engine import testvectors
+    from engine.tools import testvectors
 
     assert main(["vectors"]) == 0
     assert capsys.readouterr().out == testvectors.dumps()
@@ -219,7 +220,7 @@ def test_demo_prints_every_verdict_class(tmp_path):
 
 
 def test_verifier_accepts_issued_wallets(pki, tmp_path):
-    from engine.holder import HolderKeys, present_batch
+    from engine.tools.holder import HolderKeys, present_batch
 
     ws = [w for chunk in issuance.Issuer(pki).issue(40) for w in chunk]
     keys = HolderKeys([w.holder_seed for w in ws])

@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from engine.pki import issuer_key_id
+from engine.formats.trustlist import Status
 from engine.replay import MemoryReplayCache
-from engine.revocation_source import SetRevocation
-from engine.scenarios import BUILDABLE, HOME
-from engine.trustlist import Status
+from engine.revocation.source import SetRevocation
+from engine.tools.pki import issuer_key_id
+from engine.tools.scenarios import BUILDABLE, HOME
 from engine.verdicts import Verdict
 from engine.verifier import Verifier, VerifierConfig
 
@@ -216,7 +216,7 @@ def test_server_encoding_matches_the_python_results(pki, scenarios, now_s):
     """The server's path (requests in a batch, answers encoded in C) gives byte for byte
     the responses the protocol module builds from Verifier.verify's results."""
     from engine import _core
-    from engine import protocol as proto
+    from engine.wire import protocol as proto
 
     now_ms = now_s * 1000
     outcomes = [v for v in BUILDABLE if v is not Verdict.REPLAYED] * 2

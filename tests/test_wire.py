@@ -1,4 +1,4 @@
-"""The native wire codec (engine/native/wire.c) against engine/protocol.py.
+"""The native wire codec (engine/native/wire.c) against engine/wire/protocol.py.
 
 The parser may decline anything (the server then uses parse_request), but what it
 accepts, parse_request must accept with the same reading; and it must take the normal
@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from engine import _core
-from engine import protocol as proto
 from engine.verifier import _PURPOSES
+from engine.wire import protocol as proto
 
 SETTINGS = settings(max_examples=400, suppress_health_check=list(HealthCheck), deadline=None)
 MAX_DEPTH = 8  # ESC_WIRE_MAX_DEPTH

@@ -2,7 +2,7 @@
  *
  * A page of a file mapping whose file was truncated (or whose storage failed) raises
  * SIGBUS on access, which would kill every process mapping the file.  The engine maps
- * only private copies that nobody else writes (engine/revocation_private.py), so this
+ * only private copies that nobody else writes (engine/revocation/private.py), so this
  * is defence in depth: code that reads mappings runs under esc_guarded_call, and a
  * SIGBUS in it returns an error from the call instead of ending the process.  Faults
  * elsewhere go to the handler that was installed before (or the default action), as

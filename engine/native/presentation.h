@@ -1,7 +1,7 @@
 /* Presentations checked in bulk: strict parsing, trust and time checks, both signatures.
  *
  * This is the engine's hot path.  It implements docs/FORMATS.md sections 1-4 exactly:
- * the same inputs are accepted as by the reference decoder (engine/credentials.py),
+ * the same inputs are accepted as by the reference decoder (engine/formats/credentials.py),
  * which the tests check differentially, and verdicts follow the documented
  * precedence.  Revocation and replay checks come after, in the Python layer, on the
  * presentations this stage leaves as candidates (verdict OK).

@@ -1,10 +1,10 @@
-/* The request/response codec of the hot path (docs/PROTOCOL.md, engine/protocol.py).
+/* The request/response codec of the hot path (docs/PROTOCOL.md, engine/wire/protocol.py).
  *
  * Parses verify and verify_batch request payloads and encodes their responses without
- * any Python objects.  The parser is a strict subset of engine.protocol.parse_request:
+ * any Python objects.  The parser is a strict subset of engine.wire.protocol.parse_request:
  * what it accepts, parse_request accepts with the same reading; whatever it declines
  * (return 0) goes to the Python path, so declining is always safe.  The encoders write
- * exactly the bytes engine.protocol.verify_response / batch_response write (msgpack-python
+ * exactly the bytes engine.wire.protocol.verify_response / batch_response write (msgpack-python
  * canonical packing).  tests/test_wire.py checks both differentially.
  */
 #ifndef ESC_WIRE_H
@@ -23,7 +23,7 @@ typedef struct {
 } esc_request;
 
 /* Returns 1 when `payload` is a verify or verify_batch request that
- * engine.protocol.parse_request(payload, max_items) accepts, with the same meaning:
+ * engine.wire.protocol.parse_request(payload, max_items) accepts, with the same meaning:
  * fills *req and, for i < req->n_items, item_off[i]/item_len[i] (offset and length of
  * presentation i's bytes inside payload).  item_off/item_len have room for max_items.
  * Returns 0 for everything else: other request types, requests parse_request rejects,
@@ -66,7 +66,7 @@ size_t esc_response_bound(const esc_result *results, size_t n, int is_batch);
 /* Writes one complete frame (4-byte big-endian length + msgpack map) to out and returns
  * its size; 0 if cap is too small or the values cannot be encoded (a purpose outside
  * 1..4, a string of 4 GiB or more, a payload over the frame header's 32 bits).  Byte for
- * byte what engine.protocol.verify_response / batch_response produce for the same values
+ * byte what engine.wire.protocol.verify_response / batch_response produce for the same values
  * (shortest int/str/bin/map/array headers; str keys; dict insertion order). */
 size_t esc_encode_verify_response(uint8_t *out, size_t cap, uint64_t id, const esc_result *r);
 size_t esc_encode_batch_response(uint8_t *out, size_t cap, uint64_t id,

@@ -7,7 +7,7 @@
  * field offsets lie inside the input, field lengths and ranges are those of
  * docs/FORMATS.md sections 3-4, the batch entry point gives the same parse verdict as
  * the single one, and a verdict is never OK for an unparsable input.  The
- * differential check against engine/credentials.py is fuzz/py/presentation_diff.py.
+ * differential check against engine/formats/credentials.py is fuzz/py/presentation_diff.py.
  */
 #include <stdint.h>
 #include <stdio.h>

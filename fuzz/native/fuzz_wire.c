@@ -4,7 +4,7 @@
  * sanitizers, it checks the parser's contract (wire.h) on every accepted payload:
  * every item and context span lies inside the payload, there are 1..max_items items
  * (exactly 1 for verify), and context values are 1-64 of [A-Za-z0-9._:-].  The
- * differential check against engine.protocol.parse_request is fuzz/py/wire_diff.py.
+ * differential check against engine.wire.protocol.parse_request is fuzz/py/wire_diff.py.
  */
 #include <stdint.h>
 #include <stdio.h>

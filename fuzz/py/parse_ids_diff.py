@@ -1,6 +1,6 @@
 """atheris harness: the native revocation input parser (esc_parse_ids, engine/native/
 id_parse.c, through _core.parse_ids) against a Python reading of the line format
-(engine/revocation_input.py, docs/FORMATS.md section 8.1).
+(engine/revocation/input.py, docs/FORMATS.md section 8.1).
 
 Input: byte 0 picks max_bad (0..15), the rest is input text.  Entries (kind codes,
 16-byte rows), the line count, the bad-line count and the first max_bad bad lines with

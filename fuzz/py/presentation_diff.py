@@ -1,5 +1,5 @@
 """atheris harness: the native presentation parser (esc_parse_presentation, engine/native/
-presentation.c) against the reference decoder, engine/credentials.py.
+presentation.c) against the reference decoder, engine/formats/credentials.py.
 
 Input: one presentation.  The parse verdicts must agree (_core.parses, and the C
 function itself called through ctypes from the loaded core), and for an accepted
@@ -18,8 +18,8 @@ import common
 _core = common.load_core()
 
 with atheris.instrument_imports(include=["engine"]):
-    from engine.credentials import Presentation
-    from engine.encoding import FormatError
+    from engine.formats.credentials import Presentation
+    from engine.formats.encoding import FormatError
 
 u8, u32, u64, i32 = ctypes.c_uint8, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int32
 

@@ -1,4 +1,4 @@
-"""atheris harness: the revocation file reader (engine/revocation_format.py parse_header
+"""atheris harness: the revocation file reader (engine/revocation/format.py parse_header
 and map_file, with the native validators esc_fpset_check_index / esc_fpset_validate).
 
 Input: byte 0 holds repair flags, the rest is a file.  Flags (so that mutated files
@@ -25,8 +25,7 @@ import numpy as np
 _core = common.load_core()
 
 with atheris.instrument_imports(include=["engine"]):
-    from engine import revocation_format as rf
-
+    from engine.revocation import format as rf
 FILE_SIZE_AT = 56
 _dir = os.environ.get("ESSC_FUZZ_TMP") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
 _fd, PATH = tempfile.mkstemp(prefix="essc-fuzz-rev-", dir=_dir)

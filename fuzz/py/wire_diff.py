@@ -1,5 +1,5 @@
 """atheris harness: the native request parser (esc_parse_verify_request, engine/native/
-wire.c, through _core._wire_parse_verify_request) against engine.protocol.parse_request.
+wire.c, through _core._wire_parse_verify_request) against engine.wire.protocol.parse_request.
 
 Input: byte 0 is max_items, the rest a request payload.  Whenever the native parser
 accepts, parse_request must accept with the same reading (id, type, presentations,
@@ -21,7 +21,7 @@ import msgpack
 _core = common.load_core()
 
 with atheris.instrument_imports(include=["engine"]):
-    from engine import protocol as proto
+    from engine.wire import protocol as proto
 
 
 def reference(payload: bytes, max_items: int):

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import nacl.signing
 
-from engine.credentials import Credential, Purpose
-from engine.holder import HolderKeys, present_batch
-from engine.issuance import card_number, citizen_digest, citizen_id
-from engine.pki import Pki, issuer_key_id
+from engine.formats.credentials import Credential, Purpose
+from engine.tools.holder import HolderKeys, present_batch
+from engine.tools.issuance import card_number, citizen_digest, citizen_id
+from engine.tools.pki import Pki, issuer_key_id
 from engine.verdicts import Verdict
 
 # Outcomes a presentation can be built for (REVOCATION_DATA_STALE and BUSY depend only on
@@ -131,7 +131,7 @@ class Scenarios:
 
 ROGUE_ISSUER = "iss-rogue-01"  # signs with a key that is not in any trust list
 UNLISTED_CHANNEL = "unlisted-app"
-REVOKED_CHANNEL = "legacy-wallet"  # revoked in the demo trust list (engine.pki)
+REVOKED_CHANNEL = "legacy-wallet"  # revoked in the demo trust list (engine.tools.pki)
 
 
 def shape_credential(verdict: Verdict, cred: Credential, now_s: int) -> Credential:

@@ -11,8 +11,8 @@ import time
 from engine import __version__
 
 COMMAND_GROUPS: list[str] = [  # modules with register(subparsers)
-    "engine.revocation_cli",
-    "engine.serve_cli",
+    "engine.cli.revocation",
+    "engine.cli.serve",
 ]
 
 
@@ -21,7 +21,7 @@ class CommandError(Exception):
 
 
 def _pki_init(args) -> int:
-    from engine import pki
+    from engine.tools import pki
 
     created = pki.init(args.dir)
     t = created.trust_list
@@ -36,7 +36,7 @@ def _pki_init(args) -> int:
 
 
 def _status_map(pairs: list[str], what: str) -> dict:
-    from engine.trustlist import Status
+    from engine.formats.trustlist import Status
 
     out = {}
     for pair in pairs:
@@ -51,7 +51,7 @@ def _status_map(pairs: list[str], what: str) -> dict:
 
 
 def _pki_update(args) -> int:
-    from engine import pki
+    from engine.tools import pki
 
     opened = pki.Pki.open(args.dir)
     trust = pki.update_trust_list(
@@ -64,7 +64,7 @@ def _pki_update(args) -> int:
 
 
 def _issue(args) -> int:
-    from engine import issuance, pki
+    from engine.tools import issuance, pki
 
     opened = pki.Pki.open(args.pki)
     start = time.perf_counter()
@@ -81,8 +81,9 @@ def _issue(args) -> int:
 
 
 def _present(args) -> int:
-    from engine import holder, wallets
-    from engine.credentials import Purpose
+    from engine.formats import wallets
+    from engine.formats.credentials import Purpose
+    from engine.tools import holder
 
     wallet = None
     if args.index >= 0:
@@ -111,7 +112,8 @@ def _present(args) -> int:
 
 
 def _root_key(args) -> bytes | None:
-    from engine import keys, pki
+    from engine.formats import keys
+    from engine.tools import pki
 
     if getattr(args, "root_key", None):
         return keys.parse_public_key(args.root_key, "--root-key")
@@ -121,7 +123,7 @@ def _root_key(args) -> bytes | None:
 
 
 def _inspect(args) -> int:
-    from engine import inspection
+    from engine.tools import inspection
 
     root = _root_key(args)
     for path in args.files:
@@ -130,7 +132,7 @@ def _inspect(args) -> int:
 
 
 def _verify(args) -> int:
-    from engine.pki import Pki
+    from engine.tools.pki import Pki
     from engine.verifier import Verifier
 
     opened = Pki.open(args.pki)
@@ -142,7 +144,7 @@ def _verify(args) -> int:
 
 
 def _vectors(args) -> int:
-    from engine import testvectors
+    from engine.tools import testvectors
 
     text = testvectors.dumps()
     if args.out == "-":
@@ -153,7 +155,7 @@ def _vectors(args) -> int:
 
 
 def _demo(args) -> int:
-    from engine import demo
+    from engine.tools import demo
 
     return 1 if demo.run(args.dir) else 0
 
@@ -278,14 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.client import ServerError
-    from engine.config import ConfigError
-    from engine.encoding import FormatError
-    from engine.inspection import InspectError
-    from engine.keys import KeyFileError
-    from engine.pki import PkiError
-    from engine.trustlist import TrustListError
-    from engine.wallets import WalletFileError
+    from engine.formats.encoding import FormatError
+    from engine.formats.keys import KeyFileError
+    from engine.formats.trustlist import TrustListError
+    from engine.formats.wallets import WalletFileError
+    from engine.server.config import ConfigError
+    from engine.tools.inspection import InspectError
+    from engine.tools.pki import PkiError
+    from engine.wire.client import ServerError
 
     args = build_parser().parse_args(argv)
     try:

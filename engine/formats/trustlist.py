@@ -14,8 +14,8 @@ import os
 import nacl.exceptions
 import nacl.signing
 
-from engine import encoding as enc
-from engine.credentials import REGION_RE
+from engine.formats import encoding as enc
+from engine.formats.credentials import REGION_RE
 
 TRUST_LIST_TAG = "essc/trust-list"
 TRUST_LIST_VERSION = 1

@@ -12,9 +12,9 @@ import json
 
 import nacl.signing
 
-from engine.credentials import Credential, Presentation, Purpose
-from engine.issuance import citizen_digest
-from engine.trustlist import Channel, IssuerKey, Status, TrustList
+from engine.formats.credentials import Credential, Presentation, Purpose
+from engine.formats.trustlist import Channel, IssuerKey, Status, TrustList
+from engine.tools.issuance import citizen_digest
 from engine.verdicts import Verdict
 
 ISSUED_AT = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from engine.revocation_source import CARD
+from engine.revocation.source import CARD
 
 EXAMPLES = """\
 input text: one `card <card-number>` or `credential <serial-hex>` per line; `#` starts a
@@ -27,8 +27,8 @@ def _reports_errors(fn):
 
     @functools.wraps(fn)
     def run(args) -> int:
-        from engine.revocation_format import RevocationFileError
-        from engine.revocation_input import RevocationInputError
+        from engine.revocation.format import RevocationFileError
+        from engine.revocation.input import RevocationInputError
 
         try:
             return fn(args)
@@ -56,7 +56,7 @@ def _report_skipped(result) -> None:
 
 @_reports_errors
 def _build(args) -> int:
-    from engine.revocation_build import build_snapshot
+    from engine.revocation.build import build_snapshot
 
     start = time.perf_counter()
     r = build_snapshot(
@@ -82,7 +82,7 @@ def _build(args) -> int:
 
 @_reports_errors
 def _delta(args) -> int:
-    from engine.revocation_build import build_delta
+    from engine.revocation.build import build_delta
 
     r = build_delta(
         args.out,
@@ -107,7 +107,7 @@ def _delta(args) -> int:
 
 @_reports_errors
 def _inspect(args) -> int:
-    from engine.revocation_format import describe
+    from engine.revocation.format import describe
 
     for path in args.files:
         doc = describe(path)
@@ -126,8 +126,8 @@ def _inspect(args) -> int:
 
 @_reports_errors
 def _check(args) -> int:
-    from engine.revocation import RevocationStore
-    from engine.revocation_input import parse_id
+    from engine.revocation.input import parse_id
+    from engine.revocation.store import RevocationStore
 
     queries = [parse_id(text) for text in args.ids]
     store = RevocationStore(args.file, args.delta)

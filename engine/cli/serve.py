@@ -8,7 +8,7 @@ import json
 import pathlib
 import time
 
-from engine.config import ConfigError
+from engine.server.config import ConfigError
 
 # Flags that set one configuration value each: (flag, setting, type, help).
 _SERVE_FLAGS = (
@@ -88,11 +88,11 @@ def register(sub) -> None:
 
 
 def _serve(args) -> int:
-    from engine import config, logs, server
+    from engine.server import config, logs, server
 
     path = args.config
     if args.demo:
-        from engine import demo
+        from engine.tools import demo
 
         path = str(demo.prepare_serving(pathlib.Path(args.demo)))
     overrides = []
@@ -137,7 +137,7 @@ def _client(args) -> int:
 
 
 async def _client_main(args, host: str, port: int) -> int:
-    from engine.client import Client
+    from engine.wire.client import Client
 
     async with await Client.connect(host, port) as client:
         if args.what == "ping":
@@ -182,7 +182,8 @@ async def _client_main(args, host: str, port: int) -> int:
 def _fresh_presentations(path: str, count: int) -> tuple[list[bytes], list[str]]:
     import itertools
 
-    from engine import holder, wallets
+    from engine.formats import wallets
+    from engine.tools import holder
 
     chosen = list(itertools.islice(wallets.read(path), count))
     if not chosen:

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import nacl.signing
 import numpy as np
 
-from engine import encoding as enc
-from engine.credentials import NONCE_BYTES, PRESENTATION_TAG, PRESENTATION_VERSION, Purpose
+from engine.formats import encoding as enc
+from engine.formats.credentials import NONCE_BYTES, PRESENTATION_TAG, PRESENTATION_VERSION, Purpose
 from engine.sigverify import keypairs_from_seeds, sign_batch
 
 

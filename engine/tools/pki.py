@@ -19,10 +19,10 @@ import time
 
 import nacl.signing
 
-from engine import keys
-from engine.files import write_atomically
-from engine.regions import PROVINCES
-from engine.trustlist import Channel, IssuerKey, Status, TrustList
+from engine.formats import keys
+from engine.formats.files import write_atomically
+from engine.formats.trustlist import Channel, IssuerKey, Status, TrustList
+from engine.tools.regions import PROVINCES
 
 TRUST_LIST_FILE = "trustlist.essc"
 MANIFEST_FILE = "pki.json"

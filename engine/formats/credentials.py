@@ -13,7 +13,7 @@ import re
 
 import nacl.signing
 
-from engine import encoding as enc
+from engine.formats import encoding as enc
 
 CREDENTIAL_TAG = "essc/credential"
 PRESENTATION_TAG = "essc/presentation"

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pathlib
 import time
 
-from engine import issuance
-from engine.pki import Pki, init
 from engine.replay import MemoryReplayCache
-from engine.revocation_source import SetRevocation
-from engine.scenarios import BUILDABLE, Scenarios
+from engine.revocation.source import SetRevocation
+from engine.tools import issuance
+from engine.tools.pki import Pki, init
+from engine.tools.scenarios import BUILDABLE, Scenarios
 from engine.verdicts import Verdict
 from engine.verifier import Verifier
 
@@ -121,9 +121,9 @@ def build_demo_revocation(directory: pathlib.Path) -> pathlib.Path:
     Revokes some demo wallets (listed in DIR/revoked.txt) plus every id listed in the
     load-generation corpus, DIR/corpus/revoked.txt, when one exists.
     """
-    from engine import wallets
-    from engine.credentials import Credential
-    from engine.revocation_build import build_snapshot
+    from engine.formats import wallets
+    from engine.formats.credentials import Credential
+    from engine.revocation.build import build_snapshot
 
     listing = directory / "revoked.txt"
     if not listing.exists():
@@ -140,7 +140,7 @@ def build_demo_revocation(directory: pathlib.Path) -> pathlib.Path:
     snapshot = directory / "revocation.snap"
     sequence = 1
     if snapshot.exists():
-        from engine.revocation_format import read_header
+        from engine.revocation.format import read_header
 
         try:
             sequence = read_header(snapshot).sequence + 1

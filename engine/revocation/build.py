@@ -4,7 +4,7 @@ A build streams its input in chunks and spools the 16-byte fingerprints of each 
 kind to a temporary file, so memory is bounded by the fingerprints themselves
 (sorted in place, in C) plus the Bloom filter: about 35 bytes per entry at the
 peak, whatever the input looks like.  The file is written beside its final name,
-fsynced and renamed over it (engine.files.atomic_writer): a reader, or another
+fsynced and renamed over it (engine.formats.files.atomic_writer): a reader, or another
 process that has the old file mapped, never sees a half-written one.
 """
 
@@ -20,9 +20,10 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from engine import _core, wallets
-from engine.files import atomic_writer
-from engine.revocation_format import (
+from engine import _core
+from engine.formats import wallets
+from engine.formats.files import atomic_writer
+from engine.revocation.format import (
     HASH_XXH64_PAIR,
     HEADER_SIZE,
     VERSION,
@@ -32,7 +33,7 @@ from engine.revocation_format import (
     read_header,
     seal_header,
 )
-from engine.revocation_input import (
+from engine.revocation.input import (
     BadLines,
     RevocationInputError,
     input_size,

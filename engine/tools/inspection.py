@@ -9,11 +9,12 @@ import json
 import os
 from typing import Any
 
-from engine import encoding as enc
-from engine import revocation_format, wallets
-from engine.credentials import CREDENTIAL_TAG, PRESENTATION_TAG, Credential, Presentation
-from engine.keys import PRIVATE_KIND, PUBLIC_KIND
-from engine.trustlist import TRUST_LIST_TAG, TrustList, TrustListError
+from engine.formats import encoding as enc
+from engine.formats import wallets
+from engine.formats.credentials import CREDENTIAL_TAG, PRESENTATION_TAG, Credential, Presentation
+from engine.formats.keys import PRIVATE_KIND, PUBLIC_KIND
+from engine.formats.trustlist import TRUST_LIST_TAG, TrustList, TrustListError
+from engine.revocation import format as revocation_format
 
 WALLET_PREVIEW = 3
 

@@ -34,18 +34,19 @@ import threading
 import time
 from collections.abc import Callable
 
-from engine import __version__, _core, logs
-from engine import protocol as proto
-from engine.config import Config, ConfigError
-from engine.framing import FrameDecoder, FrameTooLarge
-from engine.keys import KeyFileError, parse_public_key
-from engine.metrics import ServerMetrics
+from engine import __version__, _core
+from engine.formats.keys import KeyFileError, parse_public_key
+from engine.formats.trustlist import TrustList, TrustListError
 from engine.replay import MemoryReplayCache
-from engine.revocation_source import CARD, CREDENTIAL, RevocationSource
+from engine.revocation.source import CARD, CREDENTIAL, RevocationSource
+from engine.server import logs
+from engine.server.config import Config, ConfigError
+from engine.server.metrics import ServerMetrics
 from engine.sigverify import use_simd
-from engine.trustlist import TrustList, TrustListError
 from engine.verdicts import Verdict
 from engine.verifier import Verifier, VerifierConfig
+from engine.wire import protocol as proto
+from engine.wire.framing import FrameDecoder, FrameTooLarge
 
 SWEEP_INTERVAL_S = 0.5
 FAULT_RELOAD_INTERVAL_S = 5.0  # unreadable revocation data: reload attempts at most this often
@@ -92,7 +93,7 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport):
         # With TLS this is the TCP accept: the connection counts against the limits
-        # from here, and the handshake (engine.server.Server._handshake) is bounded.
+        # from here, and the handshake (engine.server.server.Server._handshake) is bounded.
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -1031,7 +1032,7 @@ def open_revocation(cfg: Config):
         if cfg.revocation.deltas:
             raise ConfigError("revocation.deltas needs revocation.snapshot")
         return None
-    from engine.revocation import RevocationFileError, RevocationStore
+    from engine.revocation.store import RevocationFileError, RevocationStore
 
     try:
         return RevocationStore(

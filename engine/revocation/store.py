@@ -11,7 +11,7 @@ they are composed into one add set and one remove set when loaded.  All look-ups
 a batch run in C without the GIL.
 
 The files are never mapped where they are configured: each is copied once into a
-private directory that only the engine writes (engine.revocation_private), and the
+private directory that only the engine writes (engine.revocation.private), and the
 copy is checksummed and mapped, so a file overwritten or truncated in place changes
 nothing in service.  Should mapped data ever become unreadable anyway, look-ups raise
 ``_core.RevocationDataUnreadable`` (the verifier fails closed) and ``faulted`` is set
@@ -20,7 +20,7 @@ until a reload.
 ``reload()`` builds the new state completely (opened, checksummed, composed) before
 swapping one reference; look-ups already running keep the state they started with,
 and its mappings are released only when the last of them finishes.  A reload that
-fails leaves the old data in service.  Implements engine.revocation_source's
+fails leaves the old data in service.  Implements engine.revocation.source's
 RevocationSource, so ``Verifier(..., revocation=store)`` uses it as is.
 """
 
@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from engine import _core
-from engine import revocation_private as private
-from engine.revocation_format import (
+from engine.revocation import private as private
+from engine.revocation.format import (
     KIND_CODES,
     Header,
     MappedFile,
@@ -44,7 +44,7 @@ from engine.revocation_format import (
     bloom_blocks_for,
     map_file,
 )
-from engine.revocation_source import KINDS
+from engine.revocation.source import KINDS
 
 __all__ = ["RevocationFileError", "RevocationStore"]
 

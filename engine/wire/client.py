@@ -18,9 +18,9 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from engine import protocol as proto
-from engine.framing import FrameDecoder
 from engine.verdicts import Verdict
+from engine.wire import protocol as proto
+from engine.wire.framing import FrameDecoder
 
 
 class ServerError(Exception):

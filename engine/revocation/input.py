@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from engine import _core, wallets
-from engine.credentials import Credential
-from engine.encoding import FormatError
+from engine import _core
+from engine.formats import wallets
+from engine.formats.credentials import Credential
+from engine.formats.encoding import FormatError
 
 CHUNK_BYTES = 16 << 20
 WALLET_CHUNK = 50_000

@@ -18,13 +18,13 @@ from collections.abc import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from engine import encoding as enc
-from engine import wallets
-from engine.credentials import CREDENTIAL_TAG, CREDENTIAL_VERSION, SERIAL_BYTES
-from engine.pki import Pki, issuer_key_id
-from engine.regions import PROVINCES
+from engine.formats import encoding as enc
+from engine.formats import wallets
+from engine.formats.credentials import CREDENTIAL_TAG, CREDENTIAL_VERSION, SERIAL_BYTES
+from engine.formats.wallets import Wallet
 from engine.sigverify import keypairs_from_seeds, sign_batch
-from engine.wallets import Wallet
+from engine.tools.pki import Pki, issuer_key_id
+from engine.tools.regions import PROVINCES
 
 DEFAULT_VALIDITY_DAYS = 365
 CHUNK = 10_000

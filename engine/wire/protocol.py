@@ -12,9 +12,9 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from engine.credentials import CARD_NUMBER_RE, SERIAL_BYTES
-from engine.framing import encode as encode_frame
+from engine.formats.credentials import CARD_NUMBER_RE, SERIAL_BYTES
 from engine.verdicts import Verdict
+from engine.wire.framing import encode as encode_frame
 
 VERIFY = "verify"
 VERIFY_BATCH = "verify_batch"

@@ -294,7 +294,7 @@ def map_file(path, *, kind: str | None = None, name: str | None = None) -> Mappe
     rename it over the old name, so an existing mapping keeps the old inode (and its
     pages) for as long as it lives.  Truncating or rewriting a mapped file in place
     would make readers fault (SIGBUS) on the pages that vanish, which is why the
-    engine never does it (and maps only its private copies: engine.revocation_private).
+    engine never does it (and maps only its private copies: engine.revocation.private).
 
     ``name`` is what errors and ``MappedFile.path`` call the file (the configured path
     when ``path`` is the engine's private copy of it).

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 from engine import _core
-from engine.revocation_format import CRC_OFFSET, HEADER_SIZE, RevocationFileError, parse_header
+from engine.revocation.format import CRC_OFFSET, HEADER_SIZE, RevocationFileError, parse_header
 
 SUFFIX = ".essc"
 PRUNE_AFTER_S = 60.0  # copies not in service here, untouched this long, are removed

@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import msgpack
 
-from engine.files import atomic_writer
+from engine.formats.files import atomic_writer
 
 WALLET_FORMAT = "essc-wallets"
 WALLET_VERSION = 1

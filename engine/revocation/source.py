@@ -1,6 +1,6 @@
 """What the verifier asks of revocation data, and a small in-memory implementation.
 
-The memory-mapped store (engine.revocation) is the production implementation; the
+The memory-mapped store (engine.revocation.store) is the production implementation; the
 in-memory one serves tests, demos and baselines.
 """
 
