@@ -20,6 +20,8 @@ include file beside this one, so the boundary stays small and readable:
 
 cimport numpy as cnp
 
+from engine.errors import EsscError  # a leaf module: the core's errors share the base
+
 cnp.import_array()
 
 cdef Py_ssize_t _NOGIL_ITEMS = 2048

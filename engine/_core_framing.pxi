@@ -2,7 +2,7 @@
 # many bytes of msgpack.  Every received byte passes through here, so it is C.
 
 
-class FrameTooLarge(Exception):
+class FrameTooLarge(EsscError):
     def __init__(self, size, limit):
         super().__init__(f"frame of {size} bytes exceeds the limit of {limit}")
         self.size = size

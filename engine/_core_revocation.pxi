@@ -78,7 +78,7 @@ KIND_CARD = 1
 KIND_CREDENTIAL = 2
 
 
-class RevocationDataUnreadable(OSError):
+class RevocationDataUnreadable(EsscError, OSError):
     """The mapped revocation data could not be read (SIGBUS caught: the file under the
     mapping was truncated, or its storage failed).  The table that raised it answers
     nothing more; its owner must load the data again.  Never treat it as "not revoked"."""

@@ -13,13 +13,14 @@ import json
 import sys
 import time
 
+from engine.errors import EsscError
 from loadgen import corpus as corpus_mod
 from loadgen.sources import default_workers
 
 EXIT_OK, EXIT_FAIL, EXIT_UNUSABLE = 0, 1, 2
 
 
-class UsageError(Exception):
+class UsageError(EsscError):
     """Arguments that cannot work together; printed as one line, exit status 2."""
 
 

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 import nacl.signing
 
+from engine.errors import EsscError
 from engine.formats import wallets
 from engine.formats.credentials import Credential
 from engine.formats.files import write_atomically
@@ -74,7 +75,7 @@ DEFAULT_MIX: dict[str, float] = {
 }
 
 
-class CorpusError(Exception):
+class CorpusError(EsscError):
     """A corpus that cannot be built or read; the message says why."""
 
 

@@ -11,6 +11,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 
+from engine.errors import EsscError
 from engine.wire import protocol as proto
 from engine.wire.client import Client, ServerError
 from loadgen import report
@@ -21,7 +22,7 @@ from loadgen.sources import Source
 SAMPLE = 128  # revoked ids asked about in the pre-flight check
 
 
-class PreflightError(Exception):
+class PreflightError(EsscError):
     """The server cannot be load-tested with this corpus as asked; the message says why."""
 
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 import msgpack
 import numpy as np
 
+from engine.errors import EsscError
 from engine.tools.holder import HolderKeys, present_batch
 from engine.tools.scenarios import presentation_time_ms, spoil_presentation
 from engine.verdicts import Verdict
@@ -52,7 +53,7 @@ _BATCH = (
 )
 
 
-class GeneratorError(Exception):
+class GeneratorError(EsscError):
     """The generator itself failed (a signing worker could not start or died)."""
 
 

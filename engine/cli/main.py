@@ -9,6 +9,7 @@ import sys
 import time
 
 from engine import __version__
+from engine.errors import EsscError
 
 COMMAND_GROUPS: list[str] = [  # modules with register(subparsers)
     "engine.cli.revocation",
@@ -16,7 +17,7 @@ COMMAND_GROUPS: list[str] = [  # modules with register(subparsers)
 ]
 
 
-class CommandError(Exception):
+class CommandError(EsscError):
     """A command's input is unusable: printed as one "error:" line, exit status 1."""
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import msgpack
 
+from engine.errors import EsscError
+
 # Generous upper bounds on what a decoder accepts (a presentation is ~400 bytes).
 MAX_OBJECT_BYTES = 64 * 1024
 MAX_TRUST_LIST_BYTES = 16 * 1024 * 1024
@@ -21,7 +23,7 @@ MAX_TRUST_LIST_BYTES = 16 * 1024 * 1024
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 
 
-class FormatError(ValueError):
+class FormatError(EsscError, ValueError):
     """An object that is not well-formed; ``field`` names where, ``reason`` what."""
 
     def __init__(self, field: str, reason: str):

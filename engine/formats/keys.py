@@ -12,11 +12,13 @@ import pathlib
 
 import nacl.signing
 
+from engine.errors import EsscError
+
 PRIVATE_KIND = "essc-private-key"
 PUBLIC_KIND = "essc-public-key"
 
 
-class KeyFileError(Exception):
+class KeyFileError(EsscError):
     """A key file that cannot be used; the message names the file."""
 
 

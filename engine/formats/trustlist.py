@@ -14,6 +14,7 @@ import os
 import nacl.exceptions
 import nacl.signing
 
+from engine.errors import EsscError
 from engine.formats import encoding as enc
 from engine.formats.credentials import REGION_RE
 
@@ -27,7 +28,7 @@ class Status(enum.IntEnum):
     REVOKED = 2
 
 
-class TrustListError(Exception):
+class TrustListError(EsscError):
     """A trust list that cannot be used: names the file (if any) and the problem."""
 
 

@@ -14,13 +14,14 @@ from typing import BinaryIO
 
 import msgpack
 
+from engine.errors import EsscError
 from engine.formats.files import atomic_writer
 
 WALLET_FORMAT = "essc-wallets"
 WALLET_VERSION = 1
 
 
-class WalletFileError(Exception):
+class WalletFileError(EsscError):
     """A wallet file that cannot be read; the message names the file and the record."""
 
 

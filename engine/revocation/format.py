@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 from engine import _core
+from engine.errors import EsscError
 
 SNAPSHOT_MAGIC = b"ESSCREVS"
 DELTA_MAGIC = b"ESSCREVD"
@@ -48,7 +49,7 @@ _CRC_OFFSET = 248  # header_crc32c u32, then file_crc32c u32
 CRC_OFFSET = _CRC_OFFSET
 
 
-class RevocationFileError(Exception):
+class RevocationFileError(EsscError):
     """A revocation file that cannot be used; the message names the file and the problem."""
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from engine import _core
+from engine.errors import EsscError
 from engine.formats import wallets
 from engine.formats.credentials import Credential
 from engine.formats.encoding import FormatError
@@ -40,7 +41,7 @@ REASONS = {
 BY_CHOICES = ("credential", "card")
 
 
-class RevocationInputError(Exception):
+class RevocationInputError(EsscError):
     """Input that cannot be used; the message names the file and the lines."""
 
 

@@ -19,13 +19,15 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from engine.errors import EsscError
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 
-class ConfigError(Exception):
+class ConfigError(EsscError):
     """A setting that cannot be used; the message names where it came from."""
 
 

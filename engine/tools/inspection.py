@@ -9,6 +9,7 @@ import json
 import os
 from typing import Any
 
+from engine.errors import EsscError
 from engine.formats import encoding as enc
 from engine.formats import wallets
 from engine.formats.credentials import CREDENTIAL_TAG, PRESENTATION_TAG, Credential, Presentation
@@ -19,7 +20,7 @@ from engine.revocation import format as revocation_format
 WALLET_PREVIEW = 3
 
 
-class InspectError(Exception):
+class InspectError(EsscError):
     """The file is of no kind the engine knows; the message says what was tried."""
 
 

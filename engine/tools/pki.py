@@ -19,6 +19,7 @@ import time
 
 import nacl.signing
 
+from engine.errors import EsscError
 from engine.formats import keys
 from engine.formats.files import write_atomically
 from engine.formats.trustlist import Channel, IssuerKey, Status, TrustList
@@ -43,7 +44,7 @@ DEMO_CHANNELS: tuple[tuple[str, str, Status], ...] = (
 )
 
 
-class PkiError(Exception):
+class PkiError(EsscError):
     """A PKI directory that cannot be created or used; the message says why."""
 
 

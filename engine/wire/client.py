@@ -18,12 +18,13 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from engine.errors import EsscError
 from engine.verdicts import Verdict
 from engine.wire import protocol as proto
 from engine.wire.framing import FrameDecoder
 
 
-class ServerError(Exception):
+class ServerError(EsscError):
     """The server answered with an error response."""
 
     def __init__(self, code: str, message: str):

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from engine.errors import EsscError
 from engine.formats.credentials import CARD_NUMBER_RE, SERIAL_BYTES
 from engine.verdicts import Verdict
 from engine.wire.framing import encode as encode_frame
@@ -42,7 +43,7 @@ _CONTEXT_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
 _packer = msgpack.Packer(use_bin_type=True)
 
 
-class RequestError(Exception):
+class RequestError(EsscError):
     """A request the server answers with an error response (connection stays open)."""
 
     def __init__(self, code: str, message: str, request_id: int | None = None):
