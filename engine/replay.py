@@ -1,28 +1,54 @@
-"""One-time-nonce cache: a presentation may be accepted once only.
+"""One-time nonces: a presentation may be accepted once only.
 
-The key is the credential serial plus the presentation nonce, so one holder cannot
-burn another's nonces.  An entry is kept until the presentation it came from could no
-longer pass the freshness check, so memory is bounded by (accepted rate x freshness
-window); a hard capacity guards against anything beyond that: when full, the cache
-refuses to record (the verifier answers BUSY) instead of forgetting nonces that are
-still live.  The table itself is native (engine/native/replay_table.c): the verifier's
-replay stage checks a whole batch in one call, in order, under one lock.
+The key is the credential serial plus the presentation nonce (32 bytes), so one holder
+cannot burn another's nonces.  An entry is kept until the presentation it came from
+could no longer pass the freshness check, so memory is bounded by (accepted rate x
+freshness window); a hard capacity guards against anything beyond that: when full, a
+store refuses to record (the verifier answers BUSY) instead of forgetting nonces that
+are still live.
+
+``ReplayStore`` is the seam the verifier's replay stage goes through, as
+``RevocationSource`` is for revocation: the in-process native table
+(``MemoryReplayCache``) is one implementation, a store shared by a fleet of nodes is
+another.  The stage asks for a whole batch in one call, keys in presentation order,
+and a key repeated within the batch is REPLAYED from its second occurrence on, exactly
+as one-by-one calls would be.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
 from engine import _core
 
-DEFAULT_CAPACITY = 10_000_000
+# Per-key answers of ReplayStore.check_and_record.
+FRESH = 0  # not seen before: now recorded until its expiry
+REPLAYED = 1  # recorded before (earlier in this call, or in an earlier one) and not expired
+NO_ROOM = 2  # not recorded: the store is full of live keys (the verifier answers BUSY)
+UNAVAILABLE = 3  # not recorded: the store could not be asked (BUSY: fail closed, retry)
+STATES = (FRESH, REPLAYED, NO_ROOM, UNAVAILABLE)
 
-FRESH, REPLAYED, NO_ROOM = 0, 1, 2
+
+class ReplayStore(Protocol):
+    def check_and_record(
+        self, keys: npt.NDArray[np.uint8], expires_ms: npt.NDArray[np.uint64], now_ms: int
+    ) -> Sequence[int]:
+        """For each 32-byte key (a row of ``keys``, shape (n, 32)) in order, one of
+        ``STATES``; a FRESH key stays recorded until ``expires_ms`` of its row (unix
+        ms).  A store that cannot answer says UNAVAILABLE for the keys concerned
+        rather than raising."""
+        ...
 
 
 class MemoryReplayCache(_core.ReplayTable):
-    """The in-process replay cache.
+    """The in-process replay store, a native table (engine/native/replay_table.c)
+    checked and updated under one lock.
 
-    ``check_and_record(keys, expires_ms, now_ms)``: for each 32-byte key in order,
-    FRESH (now recorded until its expiry), REPLAYED (seen before, in an earlier call or
-    earlier in this one, and not expired) or NO_ROOM (not recorded: the cache is full).
-    ``live(now_ms)``: how many keys are remembered.
+    The verifier hands it a batch without leaving C (``VerifyBatch.replay``); through
+    ``check_and_record`` (the ReplayStore interface) it answers FRESH, REPLAYED or
+    NO_ROOM, never UNAVAILABLE.  ``live(now_ms)``: how many keys are remembered.
     """

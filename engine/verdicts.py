@@ -11,6 +11,7 @@ presentation can be expired, revoked or replayed.
 from __future__ import annotations
 
 import enum
+from typing import Any, NamedTuple
 
 
 class Verdict(enum.IntEnum):
@@ -34,6 +35,20 @@ class Verdict(enum.IntEnum):
     @property
     def meaning(self) -> str:
         return MEANINGS[self]
+
+
+class Result(NamedTuple):
+    """One presentation's answer, the same whether the verifier ran in-process
+    (engine.verifier) or a server sent it (engine.wire.client)."""
+
+    verdict: Verdict
+    reason: str | None = None  # what exactly failed; never personal data
+    claims: dict[str, Any] | None = None  # on OK only
+
+    @classmethod
+    def from_map(cls, m: dict[str, Any]) -> Result:
+        """From a result map of the protocol (docs/PROTOCOL.md)."""
+        return cls(Verdict(m["verdict"]), m.get("reason"), m.get("claims"))
 
 
 MEANINGS: dict[Verdict, str] = {

@@ -20,17 +20,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any
 
 import numpy as np
 
 from engine import _core
+from engine import replay as replay_states
 from engine.formats.credentials import Presentation, Purpose
 from engine.formats.encoding import FormatError
 from engine.formats.trustlist import TrustList
-from engine.replay import MemoryReplayCache
+from engine.replay import MemoryReplayCache, ReplayStore
 from engine.revocation.source import CARD, CREDENTIAL, RevocationSource
-from engine.verdicts import Verdict
+from engine.verdicts import Result, Verdict
 
 DEFAULT_FRESHNESS_MS = 60_000
 DEFAULT_SKEW_MS = 5_000
@@ -50,12 +51,6 @@ class VerifierConfig:
     def __post_init__(self):
         if self.freshness_ms <= 0 or self.skew_ms < 0:
             raise ValueError("freshness_ms must be positive and skew_ms not negative")
-
-
-class Result(NamedTuple):
-    verdict: Verdict
-    reason: str | None = None  # what exactly failed; never personal data
-    claims: dict | None = None  # on OK only
 
 
 # Detail codes of engine/native/presentation.h, for reason texts.
@@ -105,7 +100,7 @@ class Verifier:
         trust_list: TrustList,
         *,
         revocation: RevocationSource | None = None,
-        replay: MemoryReplayCache | None = None,
+        replay: ReplayStore | None = None,
         config: VerifierConfig | None = None,
         clock: Callable[[], float] = time.time,
     ):
@@ -162,22 +157,39 @@ class Verifier:
                     # (whatever revocation_fail_open says) until a reload replaces it.
                     stale_reason = "revocation data unreadable"
                     batch.set_verdict(idx, Verdict.REVOCATION_DATA_STALE)
-        batch.replay(self.replay, now_ms, cfg.freshness_ms + cfg.skew_ms)
+        unavailable = self._replay_stage(batch, now_ms, cfg.freshness_ms + cfg.skew_ms)
         reasons = {}
         for i in batch.with_verdicts(_WITH_REASON):
             code = batch.verdict_of(i)
             if code == Verdict.REVOCATION_DATA_STALE:
                 reasons[i] = stale_reason
             elif code == Verdict.BUSY:
-                reasons[i] = "replay cache full"
+                reasons[i] = "replay store unavailable" if i in unavailable else "replay cache full"
             else:
                 reasons[i] = _reason(
                     code, batch.detail(i), batch.fields(i), batch.presentation(i), trust, now_ms
                 )
         return reasons
 
+    def _replay_stage(self, batch: _core.VerifyBatch, now_ms: int, horizon_ms: int) -> set[int]:
+        """The last stage, through the ReplayStore seam; returns the items the store
+        could not answer for (BUSY, "replay store unavailable")."""
+        store = self.replay
+        if isinstance(store, _core.ReplayTable):
+            # The in-process table: keys, check and verdicts without leaving C.
+            batch.replay(store, now_ms, horizon_ms)
+            return set()
+        idx, keys, expires = batch.replay_candidates(horizon_ms)
+        if not len(idx):
+            return set()
+        states = np.asarray(store.check_and_record(keys, expires, now_ms), dtype=np.uint8)
+        if states.shape != idx.shape:
+            raise ValueError(f"the replay store answered {states.size} states for {idx.size} keys")
+        batch.set_replay_states(idx, states)
+        return set(idx[states == replay_states.UNAVAILABLE].tolist())
 
-def _claims(f: tuple) -> dict:
+
+def _claims(f: tuple[Any, ...]) -> dict[str, Any]:
     """The non-sensitive claims a relying party receives on OK (no citizen digest)."""
     key_id, card, region, channel, serial, _, timestamp_ms, purpose, not_after = f
     return {
@@ -193,7 +205,7 @@ def _claims(f: tuple) -> dict:
 
 
 def _reason(
-    code: int, detail: int, f: tuple | None, data: bytes, trust: TrustList, now_ms: int
+    code: int, detail: int, f: tuple[Any, ...] | None, data: bytes, trust: TrustList, now_ms: int
 ) -> str | None:
     """What exactly failed, for logs and support (never personal data)."""
     if code == Verdict.MALFORMED:

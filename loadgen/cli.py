@@ -13,11 +13,11 @@ import json
 import sys
 import time
 
+from engine.cli.exit import EXIT_FAILED as EXIT_FAIL
+from engine.cli.exit import EXIT_OK, EXIT_UNUSABLE, run_command
 from engine.errors import EsscError
 from loadgen import corpus as corpus_mod
 from loadgen.sources import default_workers
-
-EXIT_OK, EXIT_FAIL, EXIT_UNUSABLE = 0, 1, 2
 
 
 class UsageError(EsscError):
@@ -389,29 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.formats.wallets import WalletFileError
-    from engine.tools.pki import PkiError
-    from engine.wire.client import ServerError
-    from loadgen.runner import PreflightError
-    from loadgen.sources import GeneratorError
-
     args = build_parser().parse_args(argv)
     if getattr(args, "factor", 2.0) <= 1:
         print("error: --factor must be greater than 1", file=sys.stderr)
         return EXIT_UNUSABLE
-    try:
-        return args.func(args)
-    except (
-        UsageError,
-        PreflightError,
-        GeneratorError,
-        corpus_mod.CorpusError,
-        PkiError,
-        WalletFileError,
-        ServerError,
-        OSError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.func, args)

@@ -17,9 +17,10 @@ from engine import _core
 from engine.cli import main as cli
 from engine.revocation import input as revocation_input
 from engine.revocation.build import build_snapshot
-from engine.revocation.format import HEADER_SIZE, describe, map_file, read_header
+from engine.revocation.format import HEADER_SIZE, map_file, read_header
 from engine.revocation.input import RevocationInputError
 from engine.revocation.store import RevocationFileError, RevocationStore
+from engine.tools.inspection import describe_revocation as describe
 
 
 @pytest.fixture
@@ -290,7 +291,7 @@ def test_cli_build_delta_check_inspect(tmp_path, capsys, wallet_file):
         "credential:" + "00" * 16 + ": not revoked",
     ]
     code, _, err = run_cli(capsys, "revocation", "check", str(snap), "card:G1")
-    assert code == 1 and "capital letter and 8 digits" in err
+    assert code == 2 and "capital letter and 8 digits" in err
 
     code, out, _ = run_cli(capsys, "revocation", "inspect", "--json", str(snap), str(d))
     assert code == 0
@@ -307,9 +308,9 @@ def test_cli_build_delta_check_inspect(tmp_path, capsys, wallet_file):
     assert code == 0 and json.loads(out)["type"] == "revocation_snapshot"
     broken = damaged(snap, lambda b: b[:-1])
     code, _, err = run_cli(capsys, "inspect", str(broken))
-    assert code == 1 and str(broken) in err and "header says" in err
+    assert code == 2 and str(broken) in err and "header says" in err
     code, _, err = run_cli(capsys, "revocation", "inspect", str(broken))
-    assert code == 1 and str(broken) in err
+    assert code == 2 and str(broken) in err
 
     # Wallet input with --by card, and bad input lines through the CLI.
     code, out, _ = run_cli(
@@ -326,7 +327,7 @@ def test_cli_build_delta_check_inspect(tmp_path, capsys, wallet_file):
     assert code == 0 and "50 cards and 0 credentials" in out
     src.write_text("card G12345678\ncard nope\n")
     code, _, err = run_cli(capsys, "revocation", "build", "--quiet", "--out", str(snap), str(src))
-    assert code == 1 and f"{src}:2:" in err and "--skip-bad" in err
+    assert code == 2 and f"{src}:2:" in err and "--skip-bad" in err
     code, out, err = run_cli(
         capsys, "revocation", "build", "--quiet", "--skip-bad", "--out", str(snap), str(src)
     )

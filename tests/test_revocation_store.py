@@ -20,7 +20,6 @@ from revocation_helpers import as_bytes, delta, random_cards, random_serials, sn
 from engine import _core
 from engine.revocation.format import (
     HEADER_SIZE,
-    filter_fpr,
     map_file,
     read_header,
     sbbf_fpr,
@@ -29,6 +28,7 @@ from engine.revocation.format import (
 from engine.revocation.input import RevocationInputError
 from engine.revocation.source import SetRevocation
 from engine.revocation.store import RevocationFileError, RevocationStore
+from engine.tools.inspection import filter_fpr
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -180,20 +180,20 @@ def test_cli_end_to_end(tmp_path, capsys):
     seed = json.loads((d / "root.key").read_text())["seed"]
     assert seed not in out
     # Errors are one clear line, not a traceback.
-    assert main(["present", "--wallets", str(w), "--index", "99", "--out", str(p)]) == 1
+    assert main(["present", "--wallets", str(w), "--index", "99", "--out", str(p)]) == 2
     assert "no wallet with index 99" in capsys.readouterr().err
-    assert main(["present", "--wallets", str(w), "--nonce", "zz", "--out", str(p)]) == 1
+    assert main(["present", "--wallets", str(w), "--nonce", "zz", "--out", str(p)]) == 2
     assert "--nonce" in capsys.readouterr().err
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
-    assert main(["inspect", str(tmp_path / "missing")]) == 1
+    assert main(["inspect", str(tmp_path / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
     junk = tmp_path / "junk"
     junk.write_bytes(os.urandom(50))
-    assert main(["inspect", str(junk)]) == 1
+    assert main(["inspect", str(junk)]) == 2
     assert "not an e-SSC object" in capsys.readouterr().err
-    assert main(["issue", "--pki", str(tmp_path), "--count", "1", "--out", str(junk)]) == 1
+    assert main(["issue", "--pki", str(tmp_path), "--count", "1", "--out", str(junk)]) == 2
     assert "not a PKI directory" in capsys.readouterr().err
 
 
@@ -231,3 +231,32 @@ def test_verifier_accepts_issued_wallets(pki, tmp_path):
     results = Verifier(pki.trust_list).verify(batch, now_ms)
     assert [r.verdict for r in results] == [Verdict.OK] * 40
     assert np.unique([r.claims["serial"] for r in results]).size == 40
+
+
+def test_every_command_line_shares_one_error_policy(tmp_path, capsys):
+    """engine/cli/exit.py: bad input anywhere is one "error:" line and status 2, in the
+    engine's commands, its command groups and the load generator alike; a bug keeps
+    its traceback."""
+    from engine.cli.exit import EXIT_UNUSABLE, run_command
+    from loadgen.cli import main as loadgen_main
+
+    cases = [
+        (main, ["revocation", "check", str(tmp_path / "absent.snap"), "card:G12345678"]),
+        (main, ["revocation", "build", "--out", str(tmp_path / "x.snap"), "--fpr", "2", "-"]),
+        (main, ["client", "--target", "nowhere", "ping"]),
+        (main, ["client", "--target", "127.0.0.1:1", "revocation-check", "card:bad"]),
+        (
+            loadgen_main,
+            ["run", "--target", "127.0.0.1:1", "--corpus", str(tmp_path), "--rate", "1"],
+        ),
+    ]
+    for entry, argv in cases:
+        assert entry(argv) == EXIT_UNUSABLE, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err, (argv, err)
+
+    def bug(_args):
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        run_command(bug, None)

@@ -9,16 +9,8 @@ import sys
 import time
 
 from engine import __version__
-from engine.errors import EsscError
-
-COMMAND_GROUPS: list[str] = [  # modules with register(subparsers)
-    "engine.cli.revocation",
-    "engine.cli.serve",
-]
-
-
-class CommandError(EsscError):
-    """A command's input is unusable: printed as one "error:" line, exit status 1."""
+from engine.cli import revocation, serve
+from engine.cli.exit import CommandError, run_command
 
 
 def _pki_init(args) -> int:
@@ -273,37 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="demo", help="demo directory (default: demo)")
     p.set_defaults(func=_demo)
 
-    import importlib
-
-    for module in COMMAND_GROUPS:
-        importlib.import_module(module).register(sub)
+    revocation.register(sub)
+    serve.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.formats.encoding import FormatError
-    from engine.formats.keys import KeyFileError
-    from engine.formats.trustlist import TrustListError
-    from engine.formats.wallets import WalletFileError
-    from engine.server.config import ConfigError
-    from engine.tools.inspection import InspectError
-    from engine.tools.pki import PkiError
-    from engine.wire.client import ServerError
-
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (
-        CommandError,
-        ConfigError,
-        ServerError,
-        FormatError,
-        InspectError,
-        KeyFileError,
-        PkiError,
-        TrustListError,
-        WalletFileError,
-        OSError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_command(args.func, args)

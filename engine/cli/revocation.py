@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -22,23 +21,6 @@ examples:
 """
 
 
-def _reports_errors(fn):
-    """Bad files and bad input end the command with a one-line error, not a traceback."""
-
-    @functools.wraps(fn)
-    def run(args) -> int:
-        from engine.revocation.format import RevocationFileError
-        from engine.revocation.input import RevocationInputError
-
-        try:
-            return fn(args)
-        except (RevocationFileError, RevocationInputError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-
-    return run
-
-
 def _seed(text: str) -> int:
     value = int(text, 0)
     if not 0 <= value < 1 << 64:
@@ -54,7 +36,6 @@ def _report_skipped(result) -> None:
         )
 
 
-@_reports_errors
 def _build(args) -> int:
     from engine.revocation.build import build_snapshot
 
@@ -80,7 +61,6 @@ def _build(args) -> int:
     return 0
 
 
-@_reports_errors
 def _delta(args) -> int:
     from engine.revocation.build import build_delta
 
@@ -105,12 +85,11 @@ def _delta(args) -> int:
     return 0
 
 
-@_reports_errors
 def _inspect(args) -> int:
-    from engine.revocation.format import describe
+    from engine.tools.inspection import describe_revocation
 
     for path in args.files:
-        doc = describe(path)
+        doc = describe_revocation(path)
         if args.json:
             print(json.dumps({"path": os.fspath(path), **doc}, indent=2))
             continue
@@ -124,7 +103,6 @@ def _inspect(args) -> int:
     return 0
 
 
-@_reports_errors
 def _check(args) -> int:
     from engine.revocation.input import parse_id
     from engine.revocation.store import RevocationStore

@@ -8,7 +8,8 @@ import json
 import pathlib
 import time
 
-from engine.server.config import ConfigError
+from engine.cli.exit import CommandError
+from engine.revocation import CARD, CREDENTIAL
 
 # Flags that set one configuration value each: (flag, setting, type, help).
 _SERVE_FLAGS = (
@@ -103,7 +104,7 @@ def _serve(args) -> int:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+            raise CommandError(f"--set {item!r}: expected SECTION.KEY=VALUE")
         overrides.append((key, value))
     cfg = config.load(path, overrides=overrides).validate()
     if args.check:
@@ -132,7 +133,7 @@ def _serve(args) -> int:
 def _client(args) -> int:
     host, _, port = args.target.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"--target {args.target!r}: expected HOST:PORT")
+        raise CommandError(f"--target {args.target!r}: expected HOST:PORT")
     return asyncio.run(_client_main(args, host.strip("[]"), int(port)))
 
 
@@ -149,19 +150,14 @@ async def _client_main(args, host: str, port: int) -> int:
             print(json.dumps(await client.status(), indent=2))
             return 0
         if args.what == "revocation-check":
-            parsed = []
-            for item in args.ids:
-                kind, _, value = item.partition(":")
-                try:
-                    parsed.append((kind, value if kind == "card" else bytes.fromhex(value)))
-                except ValueError:
-                    kind = "?"
-                if kind not in ("card", "credential"):
-                    raise ConfigError(f"{item!r}: expected card:<number> or credential:<hex>")
+            from engine.revocation.input import parse_id
+
+            parsed = [parse_id(item) for item in args.ids]
             answer = await client.revocation_check(
-                [v for k, v in parsed if k == "card"], [v for k, v in parsed if k != "card"]
+                [v.decode("ascii") for k, v in parsed if k == CARD],
+                [v for k, v in parsed if k == CREDENTIAL],
             )
-            answers = {"card": iter(answer["cards"]), "credential": iter(answer["credentials"])}
+            answers = {CARD: iter(answer["cards"]), CREDENTIAL: iter(answer["credentials"])}
             for item, (kind, _) in zip(args.ids, parsed):
                 print(f"{item}: {'REVOKED' if next(answers[kind]) else 'not revoked'}")
             return 0
@@ -187,6 +183,6 @@ def _fresh_presentations(path: str, count: int) -> tuple[list[bytes], list[str]]
 
     chosen = list(itertools.islice(wallets.read(path), count))
     if not chosen:
-        raise ConfigError(f"{path}: no wallets")
+        raise CommandError(f"{path}: no wallets")
     out = [holder.present(w.credential, w.holder_seed) for w in chosen]
     return out, [f"wallet {i}" for i in range(len(out))]

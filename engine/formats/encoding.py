@@ -33,7 +33,8 @@ class FormatError(EsscError, ValueError):
 
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
 
 
 def unpack(data: Any, field: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> Any:
@@ -55,7 +56,7 @@ def unpack(data: Any, field: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> Any:
     return obj
 
 
-def array(value: Any, field: str, length: int) -> list:
+def array(value: Any, field: str, length: int) -> list[Any]:
     if type(value) is not list:
         raise FormatError(field, f"expected an array, got {_kind(value)}")
     if len(value) != length:

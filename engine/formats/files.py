@@ -12,11 +12,13 @@ import os
 import pathlib
 import tempfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, TypeAlias
+
+StrPath: TypeAlias = "str | os.PathLike[str]"  # a path as the standard library takes it
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
     """Yields a file to write; on success it replaces ``path`` atomically, else vanishes."""
     target = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -39,6 +41,6 @@ def atomic_writer(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Binary
         os.close(dir_fd)
 
 
-def write_atomically(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+def write_atomically(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
     with atomic_writer(path, mode) as f:
         f.write(data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+from typing import Any
 
 import nacl.signing
 
@@ -39,7 +40,7 @@ def write_public(path: pathlib.Path, public_key: bytes, role: str, key_id: str) 
     path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
-def _read(path: pathlib.Path, kind: str) -> dict:
+def _read(path: pathlib.Path, kind: str) -> dict[str, Any]:
     try:
         doc = json.loads(pathlib.Path(path).read_text())
     except OSError as e:

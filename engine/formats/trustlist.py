@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+from typing import Any
 
 import nacl.exceptions
 import nacl.signing
@@ -41,7 +42,7 @@ class IssuerKey:
     not_after: int
     status: Status = Status.ACTIVE
 
-    def encode_fields(self) -> list:
+    def encode_fields(self) -> list[Any]:
         return [
             self.key_id,
             self.region,
@@ -50,9 +51,6 @@ class IssuerKey:
             self.not_after,
             int(self.status),
         ]
-
-    def usable_at(self, now_s: int) -> bool:
-        return self.status is Status.ACTIVE and self.not_before <= now_s <= self.not_after
 
     def covers_region(self, region: str) -> bool:
         # Province-level issuers: the first two digits name the province.
@@ -65,7 +63,7 @@ class Channel:
     name: str
     status: Status = Status.ACTIVE
 
-    def encode_fields(self) -> list:
+    def encode_fields(self) -> list[Any]:
         return [self.channel_id, self.name, int(self.status)]
 
 
@@ -170,7 +168,7 @@ class TrustList:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, root_public_key: bytes) -> TrustList:
+    def load(cls, path: str | os.PathLike[str], root_public_key: bytes) -> TrustList:
         """Read, decode and verify a trust-list file; errors name the file."""
         try:
             with open(path, "rb") as f:
@@ -188,7 +186,7 @@ def _outer(data: bytes, field: str) -> tuple[bytes, bytes]:
     return enc.binary(outer[0], f"{field}.body"), enc.binary(outer[1], f"{field}.signature", 64)
 
 
-def _list(value: object, field: str) -> list:
+def _list(value: object, field: str) -> list[Any]:
     if type(value) is not list:
         raise enc.FormatError(field, "expected an array")
     return value

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import msgpack
 
@@ -31,7 +31,9 @@ class Wallet:
     holder_seed: bytes  # 32-byte Ed25519 seed of the holder key
 
 
-def write(path: str | os.PathLike, header: dict, chunks: Iterable[list[Wallet]]) -> int:
+def write(
+    path: str | os.PathLike[str], header: dict[str, Any], chunks: Iterable[list[Wallet]]
+) -> int:
     """Write atomically (0600: the file holds private keys); returns the wallet count.
 
     ``header`` must carry "count"; the number of wallets written must match it.
@@ -49,12 +51,12 @@ def write(path: str | os.PathLike, header: dict, chunks: Iterable[list[Wallet]])
     return written
 
 
-def read_header(path: str | os.PathLike) -> dict:
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     with _open(path) as f:
         return _header(msgpack.Unpacker(f, raw=False), path)
 
 
-def read(path: str | os.PathLike) -> Iterator[Wallet]:
+def read(path: str | os.PathLike[str]) -> Iterator[Wallet]:
     """Every wallet in the file, in order; WalletFileError on anything unexpected."""
     with _open(path) as f:
         unpacker = msgpack.Unpacker(f, raw=False, max_buffer_size=1 << 20)
@@ -78,14 +80,14 @@ def read(path: str | os.PathLike) -> Iterator[Wallet]:
             raise WalletFileError(f"{path}: header says {header['count']} wallets, found {count}")
 
 
-def _open(path: str | os.PathLike) -> BinaryIO:
+def _open(path: str | os.PathLike[str]) -> BinaryIO:
     try:
         return open(path, "rb")
     except OSError as e:
         raise WalletFileError(f"{path}: cannot read: {e.strerror}") from None
 
 
-def _header(unpacker: msgpack.Unpacker, path: str | os.PathLike) -> dict:
+def _header(unpacker: msgpack.Unpacker, path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         header = next(unpacker)
     except (StopIteration, ValueError, msgpack.UnpackException):

@@ -57,7 +57,7 @@ class BuildResult:
 class _Spool:
     """Fingerprints of one id kind, parked in a temporary file until the input ends."""
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike[str]):
         # Closed (and so deleted) by unique(), or by the collector if the build fails.
         self.file = tempfile.TemporaryFile(prefix=".revocation-build-", dir=directory)  # noqa: SIM115
         self.count = 0
@@ -75,9 +75,9 @@ class _Spool:
 
 
 def _collect(
-    inputs: Sequence[str | os.PathLike],
+    inputs: Sequence[str | os.PathLike[str]],
     seed: int,
-    spool_dir: str | os.PathLike,
+    spool_dir: str | os.PathLike[str],
     *,
     by: str,
     skip_bad: bool,
@@ -127,8 +127,8 @@ def _wallet_count(path) -> int | None:
 
 
 def build_snapshot(
-    out: str | os.PathLike,
-    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
     *,
     fpr: float = DEFAULT_FPR,
     sequence: int = 1,
@@ -140,9 +140,9 @@ def build_snapshot(
 ) -> BuildResult:
     """Reads every input and writes a snapshot to ``out`` (atomically)."""
     if not 0 < fpr < 1:
-        raise ValueError(f"--fpr must be between 0 and 1, got {fpr}")
+        raise RevocationInputError(f"--fpr must be between 0 and 1, got {fpr}")
     if sequence < 0:
-        raise ValueError("sequence must not be negative")
+        raise RevocationInputError("sequence must not be negative")
     seed = int.from_bytes(os.urandom(8), "little") if seed is None else seed
     bad = BadLines()
     spool_dir = pathlib.Path(out).resolve().parent
@@ -163,7 +163,7 @@ def build_snapshot(
 
 
 def write_snapshot(
-    out: str | os.PathLike,
+    out: str | os.PathLike[str],
     cards: np.ndarray,
     creds: np.ndarray,
     *,
@@ -211,11 +211,11 @@ def write_snapshot(
 
 
 def build_delta(
-    out: str | os.PathLike,
-    base: str | os.PathLike,
+    out: str | os.PathLike[str],
+    base: str | os.PathLike[str],
     *,
-    add: Sequence[str | os.PathLike] = (),
-    remove: Sequence[str | os.PathLike] = (),
+    add: Sequence[str | os.PathLike[str]] = (),
+    remove: Sequence[str | os.PathLike[str]] = (),
     sequence: int | None = None,
     created_at: int | None = None,
     by: str = "credential",
@@ -228,7 +228,7 @@ def build_delta(
         raise RevocationInputError(f"{os.fspath(base)}: is a {snap.kind}, not a snapshot")
     sequence = snap.sequence + 1 if sequence is None else sequence
     if sequence <= snap.sequence:
-        raise ValueError(
+        raise RevocationInputError(
             f"a delta's sequence ({sequence}) must be after its snapshot's ({snap.sequence})"
         )
     bad = BadLines()

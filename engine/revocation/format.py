@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import math
 import mmap
 import os
 import struct
 import sys
+from typing import NoReturn
 
 import numpy as np
 
 from engine import _core
 from engine.errors import EsscError
+from engine.formats.files import StrPath
+from engine.revocation.source import CARD, CREDENTIAL
 
 SNAPSHOT_MAGIC = b"ESSCREVS"
 DELTA_MAGIC = b"ESSCREVD"
@@ -34,9 +36,8 @@ ALIGN = 4096  # sections start on page boundaries (and so on cache lines)
 HASH_XXH64_PAIR = 1
 HASHES = {HASH_XXH64_PAIR: "xxh64-pair-v1"}
 
-# Kind codes: the first byte of the hashed key, and the id length of each kind.
-KIND_CODES = {"card": _core.KIND_CARD, "credential": _core.KIND_CREDENTIAL}
-ID_LENGTHS = {"card": 9, "credential": 16}
+# Kind codes: the first byte of the hashed key.
+KIND_CODES = {CARD: _core.KIND_CARD, CREDENTIAL: _core.KIND_CREDENTIAL}
 
 BLOOM_BLOCK_BYTES = 32
 FP_BYTES = 16
@@ -187,11 +188,11 @@ class MappedFile:
     arrays: dict[str, np.ndarray]
 
 
-def _fail(path, problem: str):
+def _fail(path: StrPath, problem: str) -> NoReturn:
     raise RevocationFileError(f"{os.fspath(path)}: {problem}")
 
 
-def parse_header(path, data: bytes, file_length: int) -> Header:
+def parse_header(path: StrPath, data: bytes, file_length: int) -> Header:
     """Checks a header against itself and the file length; returns it decoded."""
     if len(data) < 16:
         _fail(path, f"truncated: {file_length} bytes, too short for a revocation file header")
@@ -250,7 +251,7 @@ def _expected_lengths(h: Header) -> list[int]:
     return [h.entries * FP_BYTES, h.removed * FP_BYTES]
 
 
-def _check_layout(path, h: Header) -> None:
+def _check_layout(path: StrPath, h: Header) -> None:
     try:
         expected = _expected_lengths(h)
     except ValueError as e:
@@ -275,7 +276,7 @@ def _check_layout(path, h: Header) -> None:
         end = offset + length
 
 
-def read_header(path) -> Header:
+def read_header(path: StrPath) -> Header:
     """The header of a revocation file, checked (its payload is not read)."""
     try:
         with open(path, "rb") as f:
@@ -286,7 +287,7 @@ def read_header(path) -> Header:
     return parse_header(path, data, size)
 
 
-def map_file(path, *, kind: str | None = None, name: str | None = None) -> MappedFile:
+def map_file(path: StrPath, *, kind: str | None = None, name: str | None = None) -> MappedFile:
     """Opens, checks and maps a revocation file; RevocationFileError if it is unusable.
 
     The whole file is checksummed before anything is used.  The mapping is
@@ -340,7 +341,7 @@ def _advise(mm: mmap.mmap, name: str) -> None:
             mm.madvise(advice)
 
 
-def _section_arrays(path, h: Header, mm: mmap.mmap) -> dict[str, np.ndarray]:
+def _section_arrays(path: StrPath, h: Header, mm: mmap.mmap) -> dict[str, np.ndarray]:
     def u64(i: int, width: int) -> np.ndarray:
         offset, length = h.sections[i]
         arr = np.frombuffer(mm, dtype="<u8", count=length // 8, offset=offset)
@@ -363,70 +364,3 @@ def _section_arrays(path, h: Header, mm: mmap.mmap) -> dict[str, np.ndarray]:
         if _core.fpset_validate(fps, bits, _core.fpset_index(fps, bits)):
             _fail(path, f"{name} set is not sorted")
     return arrays
-
-
-# --- Description (``revocation inspect``, ``python -m engine inspect``) -------------
-
-
-def filter_fpr(words: np.ndarray) -> float:
-    """The false-positive rate of this very filter for random queries, from its bits.
-
-    A query lands in a uniformly random block and needs one uniformly random bit in
-    each of its eight words, so the rate is the mean over blocks of the product of
-    the eight words' fill ratios.
-    """
-    popcount = np.array([bin(i).count("1") for i in range(256)], dtype=np.float64)
-    total = 0.0
-    step = 1 << 20  # blocks per slice: bounded temporary memory
-    blocks = words.reshape(-1, 8)
-    for start in range(0, len(blocks), step):
-        part = np.ascontiguousarray(blocks[start : start + step]).view(np.uint8)
-        ones = popcount[part].reshape(-1, 8, 4).sum(axis=2)
-        total += float(np.prod(ones / 32.0, axis=1).sum())
-    return total / len(blocks)
-
-
-def describe(path) -> dict:
-    """A JSON-ready description of a revocation file, after every check."""
-    m = map_file(path)
-    h = m.header
-    doc: dict = {
-        "type": f"revocation_{h.kind}",
-        "format_version": h.version,
-        "hash": f"{HASHES[h.hash_id]} (id {h.hash_id})",
-        "seed": f"{h.seed:016x}",
-        "sequence": h.sequence,
-    }
-    if h.kind == "delta":
-        doc["applies_to_snapshot"] = h.base_sequence
-    doc["created_at"] = h.created_at
-    doc["created_at_utc"] = datetime.datetime.fromtimestamp(
-        h.created_at, datetime.timezone.utc
-    ).isoformat()
-    doc["file_bytes"] = h.file_size
-    doc["checksum"] = "ok (crc32c)"
-    if h.kind == "snapshot":
-        n = h.entries
-        bloom = m.arrays["bloom"]
-        doc.update(
-            entries=n,
-            cards=h.cards,
-            credentials=h.credentials,
-            bloom_blocks=len(bloom) // 8,
-            bloom_bytes=bloom.nbytes,
-            bloom_bits_per_entry=round(bloom.nbytes * 8 / n, 3) if n else None,
-            target_fpr=h.target_fpr,
-            bloom_fpr=filter_fpr(bloom),
-            exact_tier_bytes=m.arrays["fps"].nbytes,
-            bucket_index_bytes=m.arrays["index"].nbytes,
-            bucket_bits=h.bucket_bits,
-            file_bits_per_entry=round(h.file_size * 8 / n, 3) if n else None,
-        )
-    else:
-        doc.update(
-            added_cards=h.cards,
-            added_credentials=h.credentials,
-            removed_cards=h.removed_cards,
-            removed_credentials=h.removed_credentials,
-        )
-    return doc

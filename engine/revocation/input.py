@@ -26,6 +26,7 @@ from engine.errors import EsscError
 from engine.formats import wallets
 from engine.formats.credentials import Credential
 from engine.formats.encoding import FormatError
+from engine.revocation.source import CARD, CREDENTIAL
 
 CHUNK_BYTES = 16 << 20
 WALLET_CHUNK = 50_000
@@ -38,10 +39,10 @@ REASONS = {
     4: "a credential serial is 32 hex digits",
     5: "unexpected text after the id",
 }
-BY_CHOICES = ("credential", "card")
+BY_CHOICES = (CREDENTIAL, CARD)
 
 
-class RevocationInputError(EsscError):
+class RevocationInputError(EsscError, ValueError):
     """Input that cannot be used; the message names the file and the lines."""
 
 
@@ -61,7 +62,7 @@ class BadLines:
 Chunk = tuple[np.ndarray, np.ndarray]  # kind codes (n,) uint8, ids as 16-byte rows (n, 16)
 
 
-def is_wallet_file(path: str | os.PathLike) -> bool:
+def is_wallet_file(path: str | os.PathLike[str]) -> bool:
     if os.fspath(path) == "-":
         return False
     with open(path, "rb") as f:
@@ -70,12 +71,12 @@ def is_wallet_file(path: str | os.PathLike) -> bool:
     return bool(first) and (0x80 <= first[0] <= 0x8F or first[0] in (0xDE, 0xDF))
 
 
-def input_size(path: str | os.PathLike) -> int:
+def input_size(path: str | os.PathLike[str]) -> int:
     return 0 if os.fspath(path) == "-" else os.path.getsize(path)
 
 
 def read_ids(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     by: str = "credential",
     skip_bad: bool = False,
@@ -89,7 +90,7 @@ def read_ids(
     with RevocationInputError at the end of the chunk that held the first of them.
     """
     if by not in BY_CHOICES:
-        raise ValueError(f"by must be one of {BY_CHOICES}")
+        raise RevocationInputError(f"by must be one of {BY_CHOICES}")
     bad = BadLines() if bad is None else bad
     try:
         if is_wallet_file(path):
@@ -151,7 +152,7 @@ def _note_bad(bad: BadLines, name: str, data: bytes, line_base: int, first, nbad
 
 
 def _read_wallets(path, by: str, progress) -> Iterator[Chunk]:
-    code = _core.KIND_CARD if by == "card" else _core.KIND_CREDENTIAL
+    code = _core.KIND_CARD if by == CARD else _core.KIND_CREDENTIAL
     rows: list[bytes] = []
     try:
         for i, w in enumerate(wallets.read(path)):
@@ -159,7 +160,7 @@ def _read_wallets(path, by: str, progress) -> Iterator[Chunk]:
                 cred = Credential.decode(w.credential)
             except FormatError as e:
                 raise RevocationInputError(f"{os.fspath(path)}: wallet {i}: {e}") from None
-            ident = cred.card_number.encode() if by == "card" else cred.serial
+            ident = cred.card_number.encode() if by == CARD else cred.serial
             rows.append(ident.ljust(16, b"\0"))
             if len(rows) == WALLET_CHUNK:
                 yield _rows_chunk(code, rows)
@@ -189,4 +190,4 @@ def parse_id(text: str) -> tuple[str, bytes]:
     if nbad or len(kinds) != 1:
         reason = REASONS[first[0][1]] if first else "expected card:NUMBER or credential:HEX"
         raise RevocationInputError(f"{text!r}: {reason}")
-    return kind, rows[0, : 9 if kind == "card" else 16].tobytes()
+    return kind, rows[0, : 9 if kind == CARD else 16].tobytes()

@@ -31,6 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,12 +71,12 @@ class RevocationStore:
 
     def __init__(
         self,
-        snapshot: str | os.PathLike,
-        deltas: Sequence[str | os.PathLike] = (),
+        snapshot: str | os.PathLike[str],
+        deltas: Sequence[str | os.PathLike[str]] = (),
         *,
         threads: int = 1,
         clock: Callable[[], float] = time.time,
-        private_dir: str | os.PathLike | None = None,
+        private_dir: str | os.PathLike[str] | None = None,
     ):
         """``private_dir``: where the private copies go (default: private.default_directory)."""
         self.threads = threads
@@ -144,8 +145,8 @@ class RevocationStore:
 
     def reload(
         self,
-        snapshot: str | os.PathLike | None = None,
-        deltas: Sequence[str | os.PathLike] | None = None,
+        snapshot: str | os.PathLike[str] | None = None,
+        deltas: Sequence[str | os.PathLike[str]] | None = None,
         *,
         allow_older: bool = False,
     ) -> None:
@@ -170,7 +171,7 @@ class RevocationStore:
             self._snapshot_path, self._delta_paths = snap, paths
             private.prune(self.private_dir, set(state.copies))
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         s = self._state
         h = s.snapshot.header
         return {
@@ -283,7 +284,7 @@ def _compose(deltas: list[MappedFile]) -> tuple[np.ndarray, np.ndarray]:
             remove.add(fp)
             add.discard(fp)
 
-    def sorted_array(fps: set) -> np.ndarray:
+    def sorted_array(fps: set[Any]) -> np.ndarray:
         arr = np.array(sorted(fps), dtype=np.uint64).reshape(-1, 2)
         return np.ascontiguousarray(arr)
 

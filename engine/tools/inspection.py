@@ -5,9 +5,12 @@ Byte strings are shown as hex; private key material is redacted, never printed.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from typing import Any
+
+import numpy as np
 
 from engine.errors import EsscError
 from engine.formats import encoding as enc
@@ -56,7 +59,7 @@ def describe_file(path: str | os.PathLike, root_public_key: bytes | None = None)
         head = f.read(64)
     if head[:8] in revocation_format.MAGICS:
         try:
-            return revocation_format.describe(path)
+            return describe_revocation(path)
         except revocation_format.RevocationFileError as e:
             raise InspectError(str(e)) from None
     if head.lstrip().startswith(b"{"):
@@ -140,3 +143,70 @@ def _key_file(path: str | os.PathLike) -> dict:
     if doc["kind"] == PRIVATE_KIND:
         doc = dict(doc, seed="<redacted>")
     return {"type": "key_file", **doc}
+
+
+# --- Revocation files (also ``revocation inspect``) ---------------------------------
+
+
+def filter_fpr(words: np.ndarray) -> float:
+    """The false-positive rate of this very filter for random queries, from its bits.
+
+    A query lands in a uniformly random block and needs one uniformly random bit in
+    each of its eight words, so the rate is the mean over blocks of the product of
+    the eight words' fill ratios.
+    """
+    popcount = np.array([bin(i).count("1") for i in range(256)], dtype=np.float64)
+    total = 0.0
+    step = 1 << 20  # blocks per slice: bounded temporary memory
+    blocks = words.reshape(-1, 8)
+    for start in range(0, len(blocks), step):
+        part = np.ascontiguousarray(blocks[start : start + step]).view(np.uint8)
+        ones = popcount[part].reshape(-1, 8, 4).sum(axis=2)
+        total += float(np.prod(ones / 32.0, axis=1).sum())
+    return total / len(blocks)
+
+
+def describe_revocation(path) -> dict:
+    """A JSON-ready description of a revocation file, after every check."""
+    m = revocation_format.map_file(path)
+    h = m.header
+    doc: dict = {
+        "type": f"revocation_{h.kind}",
+        "format_version": h.version,
+        "hash": f"{revocation_format.HASHES[h.hash_id]} (id {h.hash_id})",
+        "seed": f"{h.seed:016x}",
+        "sequence": h.sequence,
+    }
+    if h.kind == "delta":
+        doc["applies_to_snapshot"] = h.base_sequence
+    doc["created_at"] = h.created_at
+    doc["created_at_utc"] = datetime.datetime.fromtimestamp(
+        h.created_at, datetime.timezone.utc
+    ).isoformat()
+    doc["file_bytes"] = h.file_size
+    doc["checksum"] = "ok (crc32c)"
+    if h.kind == "snapshot":
+        n = h.entries
+        bloom = m.arrays["bloom"]
+        doc.update(
+            entries=n,
+            cards=h.cards,
+            credentials=h.credentials,
+            bloom_blocks=len(bloom) // 8,
+            bloom_bytes=bloom.nbytes,
+            bloom_bits_per_entry=round(bloom.nbytes * 8 / n, 3) if n else None,
+            target_fpr=h.target_fpr,
+            bloom_fpr=filter_fpr(bloom),
+            exact_tier_bytes=m.arrays["fps"].nbytes,
+            bucket_index_bytes=m.arrays["index"].nbytes,
+            bucket_bits=h.bucket_bits,
+            file_bits_per_entry=round(h.file_size * 8 / n, 3) if n else None,
+        )
+    else:
+        doc.update(
+            added_cards=h.cards,
+            added_credentials=h.credentials,
+            removed_cards=h.removed_cards,
+            removed_credentials=h.removed_credentials,
+        )
+    return doc

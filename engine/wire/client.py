@@ -14,12 +14,12 @@ import asyncio
 import itertools
 import ssl as ssl_mod
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, cast
 
 import msgpack
 
 from engine.errors import EsscError
-from engine.verdicts import Verdict
+from engine.verdicts import Result
 from engine.wire import protocol as proto
 from engine.wire.framing import FrameDecoder
 
@@ -33,39 +33,29 @@ class ServerError(EsscError):
         self.message = message
 
 
-class VerifyResult(NamedTuple):
-    verdict: Verdict
-    reason: str | None
-    claims: dict | None
-
-    @classmethod
-    def from_map(cls, m: dict) -> VerifyResult:
-        return cls(Verdict(m["verdict"]), m.get("reason"), m.get("claims"))
-
-
 class _ClientProtocol(asyncio.Protocol):
     def __init__(self, client: Client):
         self.client = client
         self.decoder = FrameDecoder(1 << 30)
 
-    def connection_made(self, transport):
-        self.client._transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client._transport = cast(asyncio.Transport, transport)  # a stream transport
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         for payload in self.decoder.feed(data):
             self.client._on_response(msgpack.unpackb(payload, raw=False))
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self.client._on_lost(exc)
 
 
 class Client:
-    def __init__(self):
+    def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
-        self._waiting: dict[int, asyncio.Future] = {}
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._lost: BaseException | None = None
-        self.unsolicited: list[dict] = []  # error frames without a request id
+        self.unsolicited: list[dict[str, Any]] = []  # error frames without a request id
 
     @classmethod
     async def connect(
@@ -87,7 +77,7 @@ class Client:
     async def __aenter__(self) -> Client:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -98,7 +88,7 @@ class Client:
     def in_flight(self) -> int:
         return len(self._waiting)
 
-    async def request(self, kind: str, **fields: Any) -> dict:
+    async def request(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Sends one request and waits for its response map (ServerError on error)."""
         if self._lost is not None or self._transport is None:
             raise ConnectionError("connection closed") from self._lost
@@ -106,41 +96,44 @@ class Client:
         future = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
         self._transport.write(proto.request(rid, kind, **fields))
-        response = await future
+        response: dict[str, Any] = await future
         if "error" in response:
             raise ServerError(response["error"], response.get("message", ""))
         return response
 
-    async def verify(self, presentation: bytes, *, context: dict | None = None) -> VerifyResult:
+    async def verify(self, presentation: bytes, *, context: dict[str, Any] | None = None) -> Result:
         fields: dict[str, Any] = {"presentation": presentation}
         if context:
             fields["context"] = context
-        return VerifyResult.from_map(await self.request(proto.VERIFY, **fields))
+        return Result.from_map(await self.request(proto.VERIFY, **fields))
 
     async def verify_batch(
-        self, presentations: Sequence[bytes], *, context: dict | None = None
-    ) -> list[VerifyResult]:
+        self, presentations: Sequence[bytes], *, context: dict[str, Any] | None = None
+    ) -> list[Result]:
         fields: dict[str, Any] = {"presentations": list(presentations)}
         if context:
             fields["context"] = context
         response = await self.request(proto.VERIFY_BATCH, **fields)
-        return [VerifyResult.from_map(m) for m in response["results"]]
+        return [Result.from_map(m) for m in response["results"]]
 
     async def revocation_check(
         self, cards: Sequence[str] = (), credentials: Sequence[bytes] = ()
-    ) -> dict:
-        return await self.request(
+    ) -> dict[str, Any]:
+        answer = await self.request(
             proto.REVOCATION_CHECK, cards=list(cards), credentials=list(credentials)
         )
+        return answer
 
-    async def status(self) -> dict:
-        return (await self.request(proto.STATUS))["status"]
+    async def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = (await self.request(proto.STATUS))["status"]
+        return status
 
     async def ping(self) -> bool:
-        return (await self.request(proto.PING))["pong"]
+        return bool((await self.request(proto.PING))["pong"])
 
-    def _on_response(self, response: dict) -> None:
-        future = self._waiting.pop(response.get("id"), None)
+    def _on_response(self, response: dict[str, Any]) -> None:
+        rid = response.get("id")
+        future = self._waiting.pop(rid, None) if type(rid) is int else None
         if future is None:
             self.unsolicited.append(response)
         elif not future.done():

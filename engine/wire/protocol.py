@@ -22,7 +22,6 @@ VERIFY_BATCH = "verify_batch"
 REVOCATION_CHECK = "revocation_check"
 STATUS = "status"
 PING = "ping"
-REQUEST_TYPES = (VERIFY, VERIFY_BATCH, REVOCATION_CHECK, STATUS, PING)
 
 # Error codes (the "error" field of an error response).
 FRAME_TOO_LARGE = "frame_too_large"  # connection closed
@@ -57,18 +56,20 @@ class Request(NamedTuple):
     type: str
     id: int
     presentations: list[bytes]  # verify (one item), verify_batch
-    context: dict | None
-    message: dict  # the decoded request, for the less frequent types
+    context: dict[str, Any] | None
+    message: dict[str, Any]  # the decoded request, for the less frequent types
 
 
-class _Map(dict):
+class _Map(dict[str, Any]):
     """A decoded msgpack map: its str keys, and how many keys it had that are neither
     str nor bin (bin keys are unknown keys, ignored like any other)."""
 
     __slots__ = ("bin_keys", "other_keys")
+    bin_keys: int
+    other_keys: int
 
 
-def _map(pairs: list) -> _Map:
+def _map(pairs: list[Any]) -> _Map:
     # Maps are built here rather than by msgpack so that a key of another type (an
     # int, or an array, which could not even be a dict key) still leaves a map whose
     # id can be read: the error then names the request.
@@ -155,7 +156,7 @@ def parse_request(payload: bytes, max_items: int) -> Request:
     raise RequestError(UNKNOWN_TYPE, f"unknown request type {kind[:40]!r}", rid)
 
 
-def _context(value: Any, rid: int) -> dict:
+def _context(value: Any, rid: int) -> dict[str, Any]:
     if type(value) is not _Map:
         raise RequestError(BAD_REQUEST, "'context' must be a map", rid)
     if value.other_keys or value.bin_keys:
@@ -171,7 +172,7 @@ def _context(value: Any, rid: int) -> dict:
 # --- responses -------------------------------------------------------------------------
 
 
-def result_map(verdict: int, reason: str | None, claims: dict | None) -> dict:
+def result_map(verdict: int, reason: str | None, claims: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {"verdict": int(verdict)}
     if reason:
         out["reason"] = reason
@@ -180,11 +181,13 @@ def result_map(verdict: int, reason: str | None, claims: dict | None) -> dict:
     return out
 
 
-def verify_response(rid: int, verdict: int, reason: str | None, claims: dict | None) -> bytes:
+def verify_response(
+    rid: int, verdict: int, reason: str | None, claims: dict[str, Any] | None
+) -> bytes:
     return encode_frame(_packer.pack({"id": rid, **result_map(verdict, reason, claims)}))
 
 
-def batch_response(rid: int, results: list[dict]) -> bytes:
+def batch_response(rid: int, results: list[dict[str, Any]]) -> bytes:
     return encode_frame(_packer.pack({"id": rid, "results": results}))
 
 
@@ -198,7 +201,7 @@ def error_response(rid: int | None, code: str, message: str) -> bytes:
     return encode_frame(_packer.pack({"id": rid, "error": code, "message": message}))
 
 
-def response(rid: int, fields: dict) -> bytes:
+def response(rid: int, fields: dict[str, Any]) -> bytes:
     return encode_frame(_packer.pack({"id": rid, **fields}))
 
 
