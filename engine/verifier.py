@@ -48,7 +48,7 @@ class VerifierConfig:
     revocation_fail_open: bool = False
     threads: int | None = None  # signature verification threads; None: every core
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.freshness_ms <= 0 or self.skew_ms < 0:
             raise ValueError("freshness_ms must be positive and skew_ms not negative")
 
@@ -158,17 +158,19 @@ class Verifier:
                     stale_reason = "revocation data unreadable"
                     batch.set_verdict(idx, Verdict.REVOCATION_DATA_STALE)
         unavailable = self._replay_stage(batch, now_ms, cfg.freshness_ms + cfg.skew_ms)
-        reasons = {}
+        reasons: dict[int, str] = {}
         for i in batch.with_verdicts(_WITH_REASON):
             code = batch.verdict_of(i)
             if code == Verdict.REVOCATION_DATA_STALE:
-                reasons[i] = stale_reason
+                reasons[i] = stale_reason or "revocation data stale"
             elif code == Verdict.BUSY:
                 reasons[i] = "replay store unavailable" if i in unavailable else "replay cache full"
             else:
-                reasons[i] = _reason(
+                reason = _reason(
                     code, batch.detail(i), batch.fields(i), batch.presentation(i), trust, now_ms
                 )
+                if reason is not None:
+                    reasons[i] = reason
         return reasons
 
     def _replay_stage(self, batch: _core.VerifyBatch, now_ms: int, horizon_ms: int) -> set[int]:
@@ -215,6 +217,7 @@ def _reason(
         except FormatError as e:
             return str(e)
         return "presentation: rejected by the native parser"
+    assert f is not None  # well-formed: the core read its fields
     key_id, _, region, channel, _, _, timestamp_ms, _, _ = f
     if code == Verdict.UNKNOWN_ISSUER:
         return f"issuer key {key_id!r}"

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from engine import _core
 from engine.formats import wallets
-from engine.formats.files import atomic_writer
+from engine.formats.files import StrPath, atomic_writer
 from engine.revocation.format import (
     HASH_XXH64_PAIR,
     HEADER_SIZE,
@@ -116,12 +116,12 @@ def _collect(
     return spools[_core.KIND_CARD].unique(), spools[_core.KIND_CREDENTIAL].unique(), read
 
 
-def _wallet_count(path) -> int | None:
+def _wallet_count(path: StrPath) -> int | None:
     """The wallet count of a wallet file; None for text input."""
     if not is_wallet_file(path):
         return None
     try:
-        return wallets.read_header(path)["count"]
+        return int(wallets.read_header(path)["count"])
     except wallets.WalletFileError as e:
         raise RevocationInputError(str(e)) from None
 
@@ -233,9 +233,12 @@ def build_delta(
         )
     bad = BadLines()
     spool_dir = pathlib.Path(out).resolve().parent
-    kw = dict(by=by, skip_bad=skip_bad, progress=progress, bad=bad)
-    add_cards, add_creds, n_add = _collect(add, snap.seed, spool_dir, **kw)
-    rm_cards, rm_creds, n_rm = _collect(remove, snap.seed, spool_dir, **kw)
+    add_cards, add_creds, n_add = _collect(
+        add, snap.seed, spool_dir, by=by, skip_bad=skip_bad, progress=progress, bad=bad
+    )
+    rm_cards, rm_creds, n_rm = _collect(
+        remove, snap.seed, spool_dir, by=by, skip_bad=skip_bad, progress=progress, bad=bad
+    )
     adds = _core.fp_merge(add_cards, add_creds)
     removes = _core.fp_merge(rm_cards, rm_creds)
     both = len(adds) + len(removes) - len(_core.fp_merge(adds, removes))
@@ -263,7 +266,7 @@ def build_delta(
     return BuildResult(os.fspath(out), header, bad, n_add + n_rm)
 
 
-def _write(out, header: Header, arrays: list[np.ndarray], progress: bool) -> None:
+def _write(out: StrPath, header: Header, arrays: list[np.ndarray], progress: bool) -> None:
     packed = header.pack()
     crc = _core.crc32c(packed)
     with (
@@ -287,7 +290,7 @@ def _write(out, header: Header, arrays: list[np.ndarray], progress: bool) -> Non
             assert len(data) == length
             for start in range(0, length, WRITE_SLICE):
                 piece = data[start : start + WRITE_SLICE]
-                f.write(piece)
+                f.write(piece.data)
                 crc = _core.crc32c(piece, crc)
                 bar.update(len(piece))
             pos = offset + length

@@ -26,6 +26,7 @@ from engine.errors import EsscError
 from engine.formats import wallets
 from engine.formats.credentials import Credential
 from engine.formats.encoding import FormatError
+from engine.formats.files import StrPath
 from engine.revocation.source import CARD, CREDENTIAL
 
 CHUNK_BYTES = 16 << 20
@@ -101,7 +102,9 @@ def read_ids(
         raise RevocationInputError(f"{os.fspath(path)}: cannot read: {e.strerror}") from None
 
 
-def _read_text(path, skip_bad: bool, bad: BadLines, progress) -> Iterator[Chunk]:
+def _read_text(
+    path: StrPath, skip_bad: bool, bad: BadLines, progress: Callable[[int], object] | None
+) -> Iterator[Chunk]:
     name = os.fspath(path)
     f = sys.stdin.buffer if name == "-" else open(path, "rb")  # noqa: SIM115
     line_base = 0
@@ -136,7 +139,9 @@ def _read_text(path, skip_bad: bool, bad: BadLines, progress) -> Iterator[Chunk]
             f.close()
 
 
-def _note_bad(bad: BadLines, name: str, data: bytes, line_base: int, first, nbad: int) -> None:
+def _note_bad(
+    bad: BadLines, name: str, data: bytes, line_base: int, first: list[tuple[int, int]], nbad: int
+) -> None:
     room = SHOWN_BAD_LINES - len(bad.first)
     if room > 0:
         starts = np.concatenate(([0], np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1))
@@ -151,7 +156,9 @@ def _note_bad(bad: BadLines, name: str, data: bytes, line_base: int, first, nbad
     bad.count += nbad
 
 
-def _read_wallets(path, by: str, progress) -> Iterator[Chunk]:
+def _read_wallets(
+    path: StrPath, by: str, progress: Callable[[int], object] | None
+) -> Iterator[Chunk]:
     code = _core.KIND_CARD if by == CARD else _core.KIND_CREDENTIAL
     rows: list[bytes] = []
     try:

@@ -27,6 +27,7 @@ import stat
 import struct
 import tempfile
 import time
+from collections.abc import Iterator
 
 from engine import _core
 from engine.revocation.format import CRC_OFFSET, HEADER_SIZE, RevocationFileError, parse_header
@@ -181,7 +182,7 @@ def _copy_range(src: int, dst: int, size: int) -> int:
     return done
 
 
-def _chunks(fd: int, start: int, size: int):
+def _chunks(fd: int, start: int, size: int) -> Iterator[memoryview]:
     """The bytes [start, size) of fd, read with pread into one reused buffer (views of
     it, valid until the next one); stops early where the file got shorter.  pread, not
     a mapping: a file truncated meanwhile gives a short read, never SIGBUS."""
@@ -213,7 +214,7 @@ def _check_source(fd: int, path: str, head: bytes, size: int) -> None:
         raise RevocationFileError(f"{path}: checksum mismatch (the payload is corrupt)")
 
 
-def _write_all(fd: int, data) -> None:
+def _write_all(fd: int, data: memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

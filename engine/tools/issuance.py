@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -103,7 +104,7 @@ class Issuer:
             raise ValueError(f"at most {CARD_SPACE // 2} cards per run")
         now = int(time.time()) if now is None else now
         not_after = now + validity_days * 86400
-        cards = self._rng.choice(CARD_SPACE, size=count, replace=False) if count else []
+        cards: Any = self._rng.choice(CARD_SPACE, size=count, replace=False) if count else []
         for start in range(0, count, chunk):
             n = min(chunk, count - start)
             yield self._issue_chunk(cards[start : start + n], now, not_after)
