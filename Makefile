@@ -6,7 +6,10 @@ VENV   := .venv
 VPY    := $(VENV)/bin/python
 DEMO   ?= demo
 
-CORE_SOURCES := $(wildcard engine/_core.pyx engine/_core_*.pxi engine/native/*.c engine/native/*.h) setup.py
+# Everything the native core is built from: Cython (the module, its declarations, its
+# includes, the declarations of the C headers) and C (engine/native/ and its folders).
+CORE_CYTHON  := $(wildcard engine/_core.pyx engine/_core.pxd engine/_core_*.pxi engine/includes/*.pxd)
+CORE_SOURCES := $(CORE_CYTHON) $(wildcard engine/native/*.[ch] engine/native/*/*.[ch]) setup.py
 
 .PHONY: run test lint build bench bench-quick clean
 
@@ -28,7 +31,7 @@ build: $(VENV)/.core-built
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check engine loadgen bench tests fuzz setup.py
 	$(VENV)/bin/ruff format --check engine loadgen bench tests fuzz setup.py
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cython-lint engine/_core.pyx engine/_core_*.pxi
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cython-lint $(CORE_CYTHON)
 
 # pytest exits 5 when it collected nothing: for this suite that means something is
 # broken, so it is reported as such rather than passed over.

@@ -7,10 +7,14 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-NATIVE = sorted(glob.glob(os.path.join("engine", "native", "*.c")))
+NATIVE = sorted(glob.glob(os.path.join("engine", "native", "**", "*.c"), recursive=True))
+# What the extension is rebuilt for besides its sources: the C headers, the Cython
+# includes and declarations (engine/_core*.pxi, engine/_core.pxd, engine/includes/).
 DEPENDS = sorted(
-    glob.glob(os.path.join("engine", "native", "*.h"))
+    glob.glob(os.path.join("engine", "native", "**", "*.h"), recursive=True)
     + glob.glob(os.path.join("engine", "_core*.pxi"))
+    + glob.glob(os.path.join("engine", "_core.pxd"))
+    + glob.glob(os.path.join("engine", "includes", "*.pxd"))
 )
 
 # ESSC_SANITIZE=1: the ASan + UBSan build of scripts/test-asan.sh (-O1 comes after -O3, so wins).

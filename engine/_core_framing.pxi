@@ -17,9 +17,6 @@ cdef class FrameDecoder:
     soon as a header announces more than ``max_frame`` bytes, as the stream cannot be
     resynchronised after that.
     """
-    cdef uint8_t *buf  # the partial frame carried over between calls
-    cdef size_t used, cap
-    cdef readonly size_t max_frame
 
     def __cinit__(self, size_t max_frame=1 << 20):
         self.max_frame = max_frame

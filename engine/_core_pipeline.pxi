@@ -1,44 +1,12 @@
 # The first stage of the verification hot path: the trust list laid out for C, and the
 # strict presentation parser (engine/native/presentation.c); VerifyBatch runs them.
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.unicode cimport PyUnicode_DecodeASCII
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy
-
-cdef extern from "native/presentation.h" nogil:
-    ctypedef struct esc_issuer:
-        uint8_t id_len
-        char id[32]
-        uint8_t public_key[32]
-        char province[2]
-        uint8_t status
-        uint64_t not_before
-        uint64_t not_after
-    ctypedef struct esc_channel:
-        uint8_t id_len
-        char id[32]
-        uint8_t status
-    ctypedef struct esc_trust:
-        const esc_issuer *issuers
-        size_t n_issuers
-        const esc_channel *channels
-        size_t n_channels
-    ctypedef struct esc_parsed:
-        uint32_t pres_body, pres_body_len, pres_sig
-        uint32_t cred_body, cred_body_len, cred_sig
-        uint32_t key_id, card, region, channel, serial, nonce, holder_key
-        uint8_t key_id_len, channel_len, purpose
-        uint64_t timestamp_ms, not_before, not_after
-        int32_t issuer
-        int32_t channel_index
-        uint8_t verdict
-        uint8_t detail
-    int esc_parse_presentation(const uint8_t *data, size_t len, esc_parsed *out)
-    void esc_check_presentations(const uint8_t *const *data, const size_t *len, size_t n,
-                                 const esc_trust *trust, int64_t now_ms,
-                                 int64_t freshness_ms, int64_t skew_ms, int threads,
-                                 int sig_method, esc_parsed *out)
+from engine.includes.presentation cimport (
+    esc_channel,
+    esc_issuer,
+    esc_parse_presentation,
+    esc_parsed,
+)
 
 
 cdef class TrustTable:
@@ -47,9 +15,6 @@ cdef class TrustTable:
     ``issuers``: (key_id, region, public_key, not_before, not_after, status) tuples;
     ``channels``: (channel_id, status) tuples, as in engine.formats.trustlist.
     """
-    cdef esc_issuer *issuers
-    cdef esc_channel *channels
-    cdef esc_trust trust
 
     def __cinit__(self, issuers, channels):
         cdef Py_ssize_t i
@@ -88,15 +53,7 @@ cdef class TrustTable:
         free(self.channels)
 
 
-cdef inline str _ascii(const uint8_t *d, uint32_t off, Py_ssize_t n):
-    return PyUnicode_DecodeASCII(<const char *>d + off, n, NULL)
-
-
-cdef inline bytes _bytes(const uint8_t *d, uint32_t off, Py_ssize_t n):
-    return PyBytes_FromStringAndSize(<const char *>d + off, n)
-
-
-def parses(data):
+def parses(bytes data not None):
     """True iff ``data`` is a well-formed presentation (the C parser alone; for tests)."""
     cdef esc_parsed out
     cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(data)

@@ -1,78 +1,29 @@
 # Revocation data: hash, checksum, split-block Bloom filter, exact tier, batched look-ups.
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
-
-cdef extern from "native/xxh64.h" nogil:
-    uint64_t esc_xxh64(const void *data, size_t len, uint64_t seed)
-
-cdef extern from "native/crc32c.h" nogil:
-    uint32_t esc_crc32c(uint32_t crc, const void *data, size_t len)
-    uint32_t esc_crc32c_sw(uint32_t crc, const void *data, size_t len)
-    int esc_crc32c_hw_available()
-
-cdef extern from "native/exact_set.h" nogil:
-    ctypedef struct esc_fp:
-        uint64_t h1
-        uint64_t h2
-    ctypedef struct esc_fpset:
-        const esc_fp *fps
-        uint64_t n
-        const uint64_t *index
-        unsigned bits
-    unsigned esc_fpset_bits_for(uint64_t n)
-    uint64_t esc_fp_sort_unique(esc_fp *fps, uint64_t n)
-    uint64_t esc_fp_merge(const esc_fp *a, uint64_t na, const esc_fp *b, uint64_t nb,
-                          esc_fp *out)
-    void esc_fpset_build_index(const esc_fp *fps, uint64_t n, unsigned bits, uint64_t *index)
-    uint64_t esc_fpset_check_index(const uint64_t *index, unsigned bits, uint64_t n)
-    uint64_t esc_fpset_validate(const esc_fp *fps, uint64_t n, unsigned bits,
-                                const uint64_t *index)
-
-cdef extern from "native/bloom.h" nogil:
-    void esc_bloom_insert(uint32_t *words, uint64_t nblocks, const uint64_t *hashes, size_t n,
-                          size_t hash_stride)
-    void esc_bloom_probe_hashes(const uint32_t *words, uint64_t nblocks,
-                                const uint64_t *hashes, size_t n, size_t hash_stride,
-                                uint8_t *ok)
-
-cdef extern from "native/revocation_lookup.h" nogil:
-    ctypedef struct esc_revset:
-        uint64_t seed
-        const uint32_t *bloom
-        uint64_t nblocks
-        esc_fpset snapshot
-        const uint32_t *add_bloom
-        uint64_t add_nblocks
-        esc_fpset add
-        esc_fpset remove
-    ctypedef struct esc_ids:
-        const uint8_t *base
-        size_t stride
-        size_t len
-        const uint8_t *const *ptrs
-        const size_t *lens
-    int ESC_LOOKUP_FULL
-    int ESC_LOOKUP_BLOOM_ONLY
-    size_t esc_kind_id_len(int kind)
-    int esc_revset_simd(int allow)
-    void esc_fingerprint_rows(uint64_t seed, const uint8_t *kinds, const uint8_t *rows,
-                              size_t n, esc_fp *out)
-    int esc_revset_contains(const esc_revset *r, int kind, const esc_ids *ids, size_t n,
-                            uint8_t *out, int mode, int threads)
-
-cdef extern from "native/fault_guard.h" nogil:
-    int esc_fault_guard_install()
-    unsigned long esc_fault_guard_caught()
-
-cdef extern from "native/id_parse.h" nogil:
-    ctypedef struct esc_bad_line:
-        uint64_t line
-        int reason
-    size_t esc_parse_ids(const uint8_t *buf, size_t len, uint8_t *kinds, uint8_t *rows,
-                         size_t cap, esc_bad_line *bad, size_t max_bad, uint64_t *nbad,
-                         uint64_t *nlines)
+from engine.includes.bloom cimport esc_bloom_insert, esc_bloom_probe_hashes
+from engine.includes.crc32c cimport esc_crc32c, esc_crc32c_hw_available, esc_crc32c_sw
+from engine.includes.exact_set cimport (
+    esc_fp,
+    esc_fp_merge,
+    esc_fp_sort_unique,
+    esc_fpset,
+    esc_fpset_bits_for,
+    esc_fpset_build_index,
+    esc_fpset_check_index,
+    esc_fpset_validate,
+)
+from engine.includes.fault_guard cimport esc_fault_guard_caught, esc_fault_guard_install
+from engine.includes.id_parse cimport esc_bad_line, esc_parse_ids
+from engine.includes.revocation_lookup cimport (
+    ESC_LOOKUP_BLOOM_ONLY,
+    ESC_LOOKUP_FULL,
+    esc_fingerprint_rows,
+    esc_ids,
+    esc_kind_id_len,
+    esc_revset_contains,
+    esc_revset_simd,
+)
+from engine.includes.xxh64 cimport esc_xxh64
 
 KIND_CARD = 1
 KIND_CREDENTIAL = 2
@@ -273,9 +224,6 @@ cdef class RevocationTable:
     sets), so they stay valid for as long as any look-up holds this object: swapping
     in new data never pulls memory from under a running call.
     """
-    cdef esc_revset rs
-    cdef readonly object arrays
-    cdef readonly bint faulted  # a look-up hit an unreadable page: never read again
 
     def __init__(self, uint64_t seed, bloom, fps, index, unsigned bits, add_bloom, add_fps,
                  add_index, unsigned add_bits, remove_fps, remove_index, unsigned remove_bits):

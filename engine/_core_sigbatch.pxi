@@ -1,31 +1,21 @@
 # Batch Ed25519: verification and signing over whole batches.
 
-import numpy as np
-
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
 from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
-from libc.stdint cimport uint8_t
-from libc.stdlib cimport free, malloc, realloc
 
-cdef extern from "native/sigbatch.h" nogil:
-    ctypedef struct esc_sig_item:
-        const uint8_t *msg
-        size_t msg_len
-        const uint8_t *sig
-        size_t sig_len
-        const uint8_t *pk
-        size_t pk_len
-    void esc_verify_items(const esc_sig_item *items, size_t n, uint8_t *ok, int threads,
-                          int method)
-    void esc_sign_items(const uint8_t *const *msgs, const size_t *msg_lens,
-                        const uint8_t *const *sks, uint8_t *sigs, size_t n, int threads)
-    void esc_seed_keypairs(const uint8_t *seeds, uint8_t *pks, uint8_t *sks, size_t n,
-                           int threads)
+from engine.includes.sigbatch cimport (
+    ESC_VERIFY_AUTO,
+    ESC_VERIFY_BATCH,
+    ESC_VERIFY_SINGLE,
+    esc_seed_keypairs,
+    esc_sig_item,
+    esc_sign_items,
+    esc_verify_items,
+)
 
-METHOD_SINGLE = 0  # libsodium per item, cofactored check where it says no
-METHOD_BATCH = 1  # randomised batch verification per thread range
-METHOD_AUTO = 2  # batch where a thread's range is large enough to gain
+METHOD_SINGLE = ESC_VERIFY_SINGLE  # libsodium per item, cofactored check where it says no
+METHOD_BATCH = ESC_VERIFY_BATCH  # randomised batch verification per thread range
+METHOD_AUTO = ESC_VERIFY_AUTO  # batch where a thread's range is large enough to gain
 
 
 cdef class _Column:
@@ -37,11 +27,6 @@ cdef class _Column:
     for as long, so it cannot be resized under a call that runs without the GIL: the
     resize raises BufferError instead of freeing the memory being read.
     """
-    cdef object owner
-    cdef list exports
-    cdef const uint8_t **ptrs
-    cdef size_t *lens
-    cdef Py_ssize_t n
 
     def __cinit__(self, object values, str name):
         cdef Py_ssize_t i, row
@@ -116,15 +101,7 @@ cdef esc_sig_item *_items(_Column m, _Column s, _Column k) except NULL:
     return items
 
 
-cdef int _threads_arg(object threads) except -1:
-    if threads is None:
-        return esc_cpu_count()
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
-    return threads
-
-
-def verify_batch(messages, signatures, public_keys, threads=None, int method=METHOD_AUTO):
+def verify_batch(messages, signatures, public_keys, threads=None, int method=ESC_VERIFY_AUTO):
     """ok[i] is True iff signatures[i] is a valid signature of messages[i] by public_keys[i].
 
     Validity is the rule of docs/FORMATS.md section 7, the same for every method.  A
@@ -136,7 +113,7 @@ def verify_batch(messages, signatures, public_keys, threads=None, int method=MET
     cdef _Column k = _Column(public_keys, "public_keys")
     cdef int nthreads = _threads_arg(threads)
     cdef Py_ssize_t n = m.n
-    if method not in (METHOD_SINGLE, METHOD_BATCH, METHOD_AUTO):
+    if method not in (ESC_VERIFY_SINGLE, ESC_VERIFY_BATCH, ESC_VERIFY_AUTO):
         raise ValueError(f"unknown method code {method}")
     cdef cnp.ndarray ok = np.zeros(n, dtype=np.bool_)
     cdef esc_sig_item *items = _items(m, s, k)

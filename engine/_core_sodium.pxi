@@ -1,18 +1,9 @@
 # libsodium binding: resolve the function table once, at import.
 
 import ctypes.util
-import os
 
-cdef extern from "native/sodium_api.h":
-    ctypedef struct esc_sodium_api:
-        const char *(*sodium_version_string)()
-    esc_sodium_api esc_sodium
-    int esc_sodium_load(const char *path, char *err, size_t errlen)
-    int esc_sodium_loaded()
-
-cdef extern from "native/parallel.h":
-    int esc_cpu_count()
-    unsigned long long esc_parallel_cpu_ns()
+from engine.includes.parallel cimport esc_cpu_count, esc_parallel_cpu_ns
+from engine.includes.sodium_api cimport esc_sodium, esc_sodium_load
 
 
 def _sodium_candidates():

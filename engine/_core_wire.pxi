@@ -1,45 +1,19 @@
-# The request/response codec of the hot path (engine/native/wire.c): entry points for
-# the differential tests and the benchmarks; the server's orchestration calls the C
-# functions directly.
+# The request/response codec of the hot path (engine/native/wire.c).  RequestBatch
+# (_core_requests.pxi) calls the C functions directly; the entry points here are for
+# the differential tests and the benchmarks.
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_DecodeASCII
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
-
-cdef extern from "native/wire.h" nogil:
-    ctypedef struct esc_request:
-        uint64_t id
-        uint8_t is_batch
-        uint32_t n_items
-        uint32_t merchant_off, merchant_len
-        uint32_t terminal_off, terminal_len
-    int esc_parse_verify_request(const uint8_t *payload, size_t len, uint32_t max_items,
-                                 esc_request *req, uint32_t *item_off, uint32_t *item_len)
-    ctypedef struct esc_claims:
-        const uint8_t *card_number
-        const uint8_t *region
-        const uint8_t *channel
-        size_t channel_len
-        const uint8_t *issuer
-        size_t issuer_len
-        const uint8_t *serial
-        uint8_t purpose
-        uint64_t presented_at_ms
-        uint64_t valid_until
-    ctypedef struct esc_result:
-        uint8_t verdict
-        const char *reason
-        size_t reason_len
-        const esc_claims *claims
-    size_t esc_response_bound(const esc_result *results, size_t n, int is_batch)
-    size_t esc_encode_verify_response(uint8_t *out, size_t cap, uint64_t id,
-                                      const esc_result *r)
-    size_t esc_encode_batch_response(uint8_t *out, size_t cap, uint64_t id,
-                                     const esc_result *results, size_t n)
+from engine.includes.wire cimport (
+    esc_claims,
+    esc_encode_batch_response,
+    esc_encode_verify_response,
+    esc_parse_verify_request,
+    esc_request,
+    esc_response_bound,
+    esc_result,
+)
 
 
-def _wire_parse_verify_request(bytes payload, uint32_t max_items):
+def _wire_parse_verify_request(bytes payload not None, uint32_t max_items):
     """None when the fast path declines; else (id, is_batch, [presentation bytes],
     merchant_id or None, terminal_id or None)."""
     cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(payload)
@@ -62,13 +36,9 @@ def _wire_parse_verify_request(bytes payload, uint32_t max_items):
     finally:
         free(off)
         free(ln)
-    merchant = terminal = None
-    if req.merchant_len:
-        merchant = PyUnicode_DecodeASCII(<const char *>p + req.merchant_off,
-                                         req.merchant_len, NULL)
-    if req.terminal_len:
-        terminal = PyUnicode_DecodeASCII(<const char *>p + req.terminal_off,
-                                         req.terminal_len, NULL)
+    # Context values are ASCII: the parser takes only [A-Za-z0-9._:-]{1,64}.
+    merchant = _ascii(p, req.merchant_off, req.merchant_len) if req.merchant_len else None
+    terminal = _ascii(p, req.terminal_off, req.terminal_len) if req.terminal_len else None
     return req.id, bool(req.is_batch), items, merchant, terminal
 
 

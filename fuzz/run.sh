@@ -59,7 +59,7 @@ declare -A C_SRC=(
 )
 for h in "${!C_SRC[@]}"; do
     bin=$BUILD/bin/$h
-    stamp=$(stamp_of ${C_SRC[$h]} engine/native/*.h fuzz/native/*.h)
+    stamp=$(stamp_of ${C_SRC[$h]} engine/native/*.h engine/native/*/*.h fuzz/native/*.h)
     [ -x "$bin" ] && [ "$(cat "$bin.stamp" 2>/dev/null)" = "$stamp" ] && continue
     say "building $h"
     # shellcheck disable=SC2086
@@ -73,7 +73,8 @@ done
 SUFFIX=$("$VPY" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 CORE=$BUILD/ext/pkg/engine/_core$SUFFIX
 PRELOAD=$BUILD/asan_with_fuzzer.so
-stamp=$(stamp_of engine/_core.pyx engine/_core_*.pxi engine/native/*.c engine/native/*.h)
+stamp=$(stamp_of engine/_core.pyx engine/_core.pxd engine/_core_*.pxi engine/includes/*.pxd \
+    engine/native/*.c engine/native/*.h engine/native/*/*.c engine/native/*/*.h)
 if [ ! -f "$CORE" ] || [ "$(cat "$CORE.stamp" 2>/dev/null)" != "$stamp" ]; then
     say "building the instrumented engine._core (a minute or two)"
     NP=$("$VPY" -c "import numpy; print(numpy.get_include())")
@@ -84,8 +85,9 @@ if [ ! -f "$CORE" ] || [ "$(cat "$CORE.stamp" 2>/dev/null)" != "$stamp" ]; then
     XFLAGS="-fPIC $CFLAGS -fsanitize=fuzzer-no-link,address -Iengine -I$NP -I$PYI"
     XFLAGS="$XFLAGS -DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION -Wno-everything"
     # shellcheck disable=SC2086
-    { echo "$BUILD/ext/_core.c"; ls engine/native/*.c; } | xargs -P "$(nproc)" -I{} sh -c \
-        'clang -c '"$XFLAGS"' "$1" -o "'"$BUILD"'/ext/obj/$(basename "$1" .c).o"' _ {} \
+    { echo "$BUILD/ext/_core.c"; ls engine/native/*.c engine/native/*/*.c; } |
+        xargs -P "$(nproc)" -I{} sh -c \
+            'clang -c '"$XFLAGS"' "$1" -o "'"$BUILD"'/ext/obj/$(basename "$1" .c).o"' _ {} \
         || die "compiling the instrumented core failed"
     clang -shared -fsanitize=fuzzer-no-link,address "$BUILD"/ext/obj/*.o -ldl -lpthread \
         -o "$CORE" || die "linking the instrumented core failed"

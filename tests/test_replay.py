@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import random
 
+import numpy as np
 import pytest
 
+from engine import _core
 from engine.replay import FRESH, NO_ROOM, REPLAYED, MemoryReplayCache
+from engine.tools.scenarios import BUILDABLE
+from engine.verdicts import Verdict
+from engine.verifier import VerifierConfig, trust_table
 
 
 def key(label: str) -> bytes:
@@ -236,3 +241,106 @@ def test_counting_sweep_keeps_insertions_behind_it():
             model, keys, expires, now, capacity
         )
     assert sum(v >= now for v in model.values()) == capacity
+
+
+# --- the replay stage of a batch: in C (VerifyBatch.replay) or through a store outside
+# the process (replay_candidates, the store's check_and_record, set_replay_states).
+
+
+@pytest.fixture(scope="module")
+def stage(pki, scenarios, now_s):
+    """(checked(presentations, now_ms) -> a checked VerifyBatch, horizon_ms, a pool of
+    presentations of every outcome made at now_s)."""
+    cfg = VerifierConfig()
+    table = trust_table(pki.trust_list)
+
+    def checked(presentations, now_ms):
+        batch = _core.VerifyBatch(presentations)
+        batch.check(table, now_ms, cfg.freshness_ms, cfg.skew_ms, 1)
+        return batch
+
+    pool = scenarios.presentations([v for v in BUILDABLE for _ in range(5)], now_s * 1000)
+    return checked, cfg.freshness_ms + cfg.skew_ms, pool
+
+
+@pytest.mark.parametrize("capacity", [6, 10_000])
+@pytest.mark.parametrize("seed", range(3))
+def test_replay_through_the_seam_gives_the_verdicts_of_replay(stage, now_s, seed, capacity):
+    checked, horizon, pool = stage
+    rng = random.Random(seed)
+    native, store = MemoryReplayCache(capacity), MemoryReplayCache(capacity)
+    seen = set()
+    for step in range(6):
+        now_ms = now_s * 1000 + 500 * step
+        items = [rng.choice(pool) for _ in range(rng.choice([0, 1, 20, 60]))]  # repeats
+        a, b = checked(items, now_ms), checked(items, now_ms)
+        if items:  # an earlier stage decided some items
+            decided = rng.sample(range(len(items)), len(items) // 4)
+            a.set_verdict(decided, Verdict.CARD_REVOKED)
+            b.set_verdict(decided, Verdict.CARD_REVOKED)
+        a.replay(native, now_ms, horizon)
+        idx, keys, expires = b.replay_candidates(horizon)
+        b.set_replay_states(idx, store.check_and_record(keys, expires, now_ms))
+        assert a.verdicts().tolist() == b.verdicts().tolist(), step
+        assert native.live(now_ms) == store.live(now_ms)
+        seen.update(a.verdicts().tolist())
+    assert Verdict.REPLAYED in seen and Verdict.OK in seen
+    assert (Verdict.BUSY in seen) == (capacity < 100)
+
+
+def test_replay_candidates_are_the_undecided_items_keys(stage, now_s):
+    checked, horizon, pool = stage
+    batch = checked(pool, now_s * 1000)
+    batch.set_verdict([0, 1], Verdict.CARD_REVOKED)
+    idx, keys, expires = batch.replay_candidates(horizon)
+    assert idx.dtype == np.intp and keys.dtype == np.uint8 and expires.dtype == np.uint64
+    assert keys.shape == (len(idx), 32) and expires.shape == idx.shape
+    assert idx.tolist() == [i for i, v in enumerate(batch.verdicts()) if v == 0]
+    assert 0 < len(idx) < len(pool)
+    for j, i in enumerate(idx.tolist()):
+        f = batch.fields(i)
+        assert keys[j].tobytes() == f.serial + f.nonce
+        assert int(expires[j]) == f.timestamp_ms + horizon
+
+
+def test_set_replay_states(stage, now_s):
+    checked, _, pool = stage
+    ok = pool[BUILDABLE.index(Verdict.OK) * 5 :][:5]
+    batch = checked(ok, now_s * 1000)
+    batch.set_verdict([4], Verdict.CARD_REVOKED)
+    before = batch.verdicts().tolist()
+    assert before == [0, 0, 0, 0, Verdict.CARD_REVOKED]
+
+    for idx, states, error in [
+        ([0], [4], ValueError),  # not a state
+        ([0, 1], [1, -1], ValueError),
+        ([0], [1.0], ValueError),
+        ([0], ["1"], ValueError),
+        ([0, 1], [1], ValueError),  # lengths differ
+        ([[0]], [[1]], ValueError),
+        ([0, 5], [1, 1], IndexError),
+        ([-1], [1], IndexError),
+    ]:
+        with pytest.raises(error):
+            batch.set_replay_states(idx, states)
+        assert batch.verdicts().tolist() == before, (idx, states)  # nothing changed
+
+    batch.set_replay_states([], [])
+    batch.set_replay_states([0, 1, 2, 3, 4], [0, 1, 2, 3, 1])
+    assert batch.verdicts().tolist() == [
+        0,  # fresh
+        Verdict.REPLAYED,
+        Verdict.BUSY,  # no room
+        Verdict.BUSY,  # the store could not be asked
+        Verdict.CARD_REVOKED,  # decided before: kept
+    ]
+    batch.set_replay_states([1, 2], [2, 1])  # only items still without a verdict change
+    assert batch.verdicts().tolist()[1:3] == [Verdict.REPLAYED, Verdict.BUSY]
+
+
+def test_the_replay_stage_runs_after_the_check():
+    batch = _core.VerifyBatch([b"not checked"])
+    with pytest.raises(RuntimeError, match="not been checked"):
+        batch.replay_candidates(1_000)
+    with pytest.raises(RuntimeError, match="not been checked"):
+        batch.replay(_core.ReplayTable(), 0, 1_000)

@@ -227,7 +227,7 @@ def test_server_encoding_matches_the_python_results(pki, scenarios, now_s):
     def verifier():
         return Verifier(pki.trust_list, revocation=revocation, replay=MemoryReplayCache())
 
-    batch = _core.VerifyBatch()
+    batch = _core.RequestBatch()
     for k, p in enumerate(singles):
         batch.add_request(k % 3, 1000 + k, False, [p], 0.0)
     batch.add_request(1, 7, True, batch_items, 0.0)
@@ -255,4 +255,4 @@ def test_batch_accessors_check_their_index():
         with pytest.raises(IndexError):
             accessor(-1)
     with pytest.raises(IndexError):
-        batch.request_verdicts(0)  # no request recorded in a batch built from items
+        _core.RequestBatch().request_verdicts(0)  # no request recorded yet

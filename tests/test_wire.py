@@ -3,7 +3,8 @@
 The parser may decline anything (the server then uses parse_request), but what it
 accepts, parse_request must accept with the same reading; and it must take the normal
 encodings of verify and verify_batch requests.  The encoders must write exactly the
-bytes of verify_response / batch_response.
+bytes of verify_response / batch_response.  The contexts the server's batches keep
+from the same parse (RequestBatch.add_frames) must be parse_request's too.
 """
 
 from __future__ import annotations
@@ -479,12 +480,10 @@ wrong = st.one_of(
 )
 
 
-@settings(SETTINGS, max_examples=600)
-@given(data=st.data())
-def test_random_maps(data):
-    """A verify or verify_batch request with a few fields dropped, replaced by values
-    right or wrong, repeated or added, in any encoding and order."""
-    draw = data.draw
+@st.composite
+def random_maps(draw):
+    """(payload, max_items): a verify or verify_batch request with a few fields dropped,
+    replaced by values right or wrong, repeated or added, in any encoding and order."""
     batch = draw(st.booleans())
     pairs = [("id", draw(ids)), ("type", "verify_batch" if batch else "verify")]
     pairs.append(("presentations", [b"a", b"bc"]) if batch else ("presentation", b"abc"))
@@ -510,7 +509,86 @@ def test_random_maps(data):
         else:
             key = draw(st.sampled_from([*KNOWN, "x", b"id"]))
             pairs.append((key, draw(right.get(key, wrong))))
-    check(pack_items(draw(st.permutations(pairs)), draw), draw(st.integers(0, 5)))
+    return pack_items(draw(st.permutations(pairs)), draw), draw(st.integers(0, 5))
+
+
+@settings(SETTINGS, max_examples=600)
+@given(case=random_maps())
+def test_random_maps(case):
+    check(*case)
+
+
+# --- the contexts RequestBatch.add_frames keeps (audit logging on the fast path) ------
+
+BIG = 1 << 40  # item limit and in-flight budgets that never stop add_frames
+
+
+def frames_contexts(payloads: list[bytes], max_items: int, keep: bool = True) -> dict:
+    """{payload index: its context in the batch} of the requests add_frames took."""
+    batch = _core.RequestBatch()
+    i, taken, slow, busy, _, _ = batch.add_frames(
+        0, payloads, 0, 0.0, BIG, BIG, BIG, max_items, keep_contexts=keep
+    )
+    assert i == len(payloads) and busy == b""
+    took = [k for k in range(len(payloads)) if k not in set(slow)]
+    assert batch.requests == len(took) == len(batch.contexts)
+    assert taken == len(batch)
+    return dict(zip(took, batch.contexts))
+
+
+def parse_request_context(payload: bytes, max_items: int) -> dict | None:
+    """merchant_id and terminal_id as parse_request reads them; None for neither."""
+    context = proto.parse_request(payload, max_items).context or {}
+    return {k: context[k] for k in proto.CONTEXT_KEYS if k in context} or None
+
+
+def check_contexts(payloads: list[bytes], max_items: int) -> dict:
+    got = frames_contexts(payloads, max_items)
+    for k, context in got.items():
+        assert context == parse_request_context(payloads[k], max_items), payloads[k].hex()
+        assert context is None or all(type(v) is str for v in context.values())
+    assert set(frames_contexts(payloads, max_items, keep=False).values()) <= {None}
+    return got
+
+
+@settings(SETTINGS, max_examples=200)
+@given(reqs=st.lists(requests(canonical=True) | requests(canonical=False), max_size=4))
+def test_add_frames_contexts_are_parse_requests(reqs):
+    payloads = [payload for payload, *_ in reqs]
+    got = check_contexts(payloads, 300)
+    for k, (_, _, expected, deepest) in enumerate(reqs):
+        if deepest < MAX_DEPTH:
+            merchant, terminal = expected[3:]
+            want = {"merchant_id": merchant, "terminal_id": terminal}
+            assert got[k] == ({key: v for key, v in want.items() if v is not None} or None)
+
+
+@settings(SETTINGS, max_examples=300)
+@given(cases=st.lists(mutated() | random_maps(), min_size=1, max_size=4))
+def test_add_frames_contexts_of_adversarial_payloads(cases):
+    """Whatever the fast path takes of damaged or odd requests, it reads the context
+    parse_request reads (the payloads it declines go to the Python path)."""
+    check_contexts([payload for payload, _ in cases], 300)
+
+
+def test_add_frames_contexts_each_shape():
+    shapes = [
+        None,
+        {},
+        {"merchant_id": "m-1"},
+        {"terminal_id": "t:2"},
+        {"merchant_id": "M" * 64, "terminal_id": "a.b_c-d:9"},
+    ]
+    payloads = []
+    for k, context in enumerate(shapes):
+        fields = {} if context is None else {"context": context}
+        payloads.append(payload_of(proto.request(k, "verify", presentation=b"p", **fields)))
+        payloads.append(payload_of(proto.request(100 + k, "ping")))  # the Python path's
+    payloads.append(_pack({"id": 9, "type": "verify", "presentation": b"p", "context": None}))
+    got = check_contexts(payloads, 4)
+    assert [got[k] for k in range(0, 2 * len(shapes), 2)] == [None, None, *shapes[2:]]
+    assert got[len(payloads) - 1] is None
+    assert set(got) == {*range(0, 2 * len(shapes), 2), len(payloads) - 1}
 
 
 # --- (c) encoders ----------------------------------------------------------------------

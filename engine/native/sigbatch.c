@@ -1,6 +1,6 @@
 #include "sigbatch.h"
 
-#include "ed25519_batch.h"
+#include "ed25519/ed25519_batch.h"
 #include "parallel.h"
 #include "sodium_api.h"
 

@@ -4,7 +4,7 @@
  * objects or numpy arrays kept alive by the Cython layer), so nothing is copied.
  * A length other than 64 (signature) or 32 (public key) makes that item invalid;
  * it never affects the other items.  Every method applies the same validation rule
- * (docs/FORMATS.md section 7, ed25519_batch.h) and gives the same verdicts.
+ * (docs/FORMATS.md section 7, ed25519/ed25519_batch.h) and gives the same verdicts.
  */
 #ifndef ESC_SIGBATCH_H
 #define ESC_SIGBATCH_H

@@ -297,7 +297,7 @@ class Server:
         self.in_flight = 0
         self.by_slot: dict[int, Connection] = {}
         self._slots = itertools.count()
-        self._filling = _core.VerifyBatch()  # taking requests now
+        self._filling = _core.RequestBatch()  # taking requests now
         self._ready: collections.deque[_core.VerifyBatch] = collections.deque()  # full
         self.busy_workers = 0
         self._deferred = False
@@ -682,7 +682,7 @@ class Server:
 
     def _seal(self) -> None:
         self._ready.append(self._filling)
-        self._filling = _core.VerifyBatch()
+        self._filling = _core.RequestBatch()
 
     def _schedule(self) -> None:
         """Hands batches to free workers: full ones at once, the filling one when its

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sigbatch.h"
+#include "../sigbatch.h"
 
 /* Items per batch equation by default: larger ranges are split into sub-batches of
  * about this size (Pippenger's per-item cost has flattened out by then). */

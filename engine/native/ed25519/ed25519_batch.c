@@ -6,7 +6,7 @@
 #include "ed25519_msm.h"
 #include "ed25519_point.h"
 #include "ed25519_scalar.h"
-#include "sodium_api.h"
+#include "../sodium_api.h"
 
 int esc_ed25519_prechecks(const esc_sig_item *it)
 {
