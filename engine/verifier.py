@@ -191,23 +191,28 @@ class Verifier:
         return set(idx[states == replay_states.UNAVAILABLE].tolist())
 
 
-def _claims(f: tuple[Any, ...]) -> dict[str, Any]:
+def _claims(f: _core.PresentationFields | None) -> dict[str, Any]:
     """The non-sensitive claims a relying party receives on OK (no citizen digest)."""
-    key_id, card, region, channel, serial, _, timestamp_ms, purpose, not_after = f
+    assert f is not None  # an OK item was well-formed
     return {
-        "card_number": card,
-        "region": region,
-        "channel": channel,
-        "issuer": key_id,
-        "serial": serial,
-        "purpose": _PURPOSES[purpose],
-        "presented_at_ms": timestamp_ms,
-        "valid_until": not_after,
+        "card_number": f.card_number,
+        "region": f.region,
+        "channel": f.channel,
+        "issuer": f.issuer_key_id,
+        "serial": f.serial,
+        "purpose": _PURPOSES[f.purpose],
+        "presented_at_ms": f.timestamp_ms,
+        "valid_until": f.not_after,
     }
 
 
 def _reason(
-    code: int, detail: int, f: tuple[Any, ...] | None, data: bytes, trust: TrustList, now_ms: int
+    code: int,
+    detail: int,
+    f: _core.PresentationFields | None,
+    data: bytes,
+    trust: TrustList,
+    now_ms: int,
 ) -> str | None:
     """What exactly failed, for logs and support (never personal data)."""
     if code == Verdict.MALFORMED:
@@ -218,19 +223,18 @@ def _reason(
             return str(e)
         return "presentation: rejected by the native parser"
     assert f is not None  # well-formed: the core read its fields
-    key_id, _, region, channel, _, _, timestamp_ms, _, _ = f
     if code == Verdict.UNKNOWN_ISSUER:
-        return f"issuer key {key_id!r}"
+        return f"issuer key {f.issuer_key_id!r}"
     if code == Verdict.ISSUER_INVALID:
         if detail == _DETAIL_ISSUER_STATUS:
-            return f"issuer key {trust.issuers[key_id].status.name}"
+            return f"issuer key {trust.issuers[f.issuer_key_id].status.name}"
         if detail == _DETAIL_ISSUER_WINDOW:
             return "issuer key outside its validity"
-        return f"region {region} outside issuer's province"
+        return f"region {f.region} outside issuer's province"
     if code == Verdict.UNKNOWN_CHANNEL:
-        return f"channel {channel!r}"
+        return f"channel {f.channel!r}"
     if code == Verdict.CHANNEL_REVOKED:
-        return f"channel {trust.channels[channel].status.name}"
+        return f"channel {trust.channels[f.channel].status.name}"
     if code == Verdict.STALE:
-        return f"timestamp {timestamp_ms - now_ms:+d} ms from now"
+        return f"timestamp {f.timestamp_ms - now_ms:+d} ms from now"
     return None

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 CARD = "card"  # id: the card number as ASCII bytes
 CREDENTIAL = "credential"  # id: the 16-byte credential serial
 KINDS = (CARD, CREDENTIAL)
+
+# The ids of one look-up: byte strings, or a numpy array of fixed-width byte strings
+# (what VerifyBatch.candidates hands out: S9 card numbers, S16 serials).
+Ids: TypeAlias = "Sequence[bytes] | npt.NDArray[np.bytes_]"
 
 
 class RevocationSource(Protocol):
@@ -26,7 +31,7 @@ class RevocationSource(Protocol):
         """Unix time of the newest data applied (snapshot or delta)."""
         ...
 
-    def contains(self, kind: str, ids: Sequence[bytes]) -> np.ndarray:
+    def contains(self, kind: str, ids: Ids) -> npt.NDArray[np.bool_]:
         """Bool array: ids[i] of this kind is revoked."""
         ...
 
@@ -47,7 +52,7 @@ class SetRevocation:
         self.sequence = sequence
         self.created_at = time.time() if created_at is None else created_at
 
-    def contains(self, kind: str, ids: Sequence[bytes]) -> np.ndarray:
+    def contains(self, kind: str, ids: Ids) -> npt.NDArray[np.bool_]:
         try:
             revoked = self._sets[kind]
         except KeyError:
