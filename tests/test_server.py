@@ -491,7 +491,7 @@ def test_a_batch_goes_when_full_and_the_rest_waits_for_the_budget(start_server, 
 
 
 async def _filling(srv) -> int:
-    return len(srv.server._filling)
+    return srv.server.batcher.filling_items
 
 
 def test_a_lone_request_goes_when_its_budget_is_up(start_server, scenarios):
