@@ -48,7 +48,7 @@ class ServerThread:
             self._ready.set()
             return
         self._ready.set()
-        self.loop.run_until_complete(self.server._stopped.wait())
+        self.loop.run_until_complete(self.server.wait_stopped())
         self.loop.close()
 
     @property

@@ -133,7 +133,7 @@ def test_the_soft_descriptor_limit_is_raised_where_allowed(pki, tmp_path):
 
 
 def test_admission_follows_the_measured_rate():
-    from engine.server.server import IN_FLIGHT_LIMIT, QUEUE_TIME_LIMIT, Admission
+    from engine.server.admission import IN_FLIGHT_LIMIT, QUEUE_TIME_LIMIT, Admission
 
     a = Admission(32768, 0.025, 2, floor=512, max_batch=128)
     assert (a.limit, a.reason, a.rate) == (32768, IN_FLIGHT_LIMIT, None)
@@ -154,6 +154,10 @@ def test_admission_follows_the_measured_rate():
     off = Admission(32768, 0.0, 2, floor=512, max_batch=128)
     off.batch_done(128, 1.0)
     assert off.limit == 32768
+
+
+async def _held(srv) -> tuple:
+    return srv.server.batcher.held_connections
 
 
 @pytest.mark.parametrize("path", ["native", "python"])
@@ -178,7 +182,7 @@ def test_overload_is_refused_at_once_not_after_seconds_of_queueing(start_server,
     answers = conn.exchange(requests)
     # Held while refused (not read until a batch was answered), then read again.
     (pong,) = conn.exchange([(proto.request(0, "ping"), 0, None)])
-    assert pong == {"id": 0, "pong": True} and not srv.server._held
+    assert pong == {"id": 0, "pong": True} and not srv.call(_held(srv))
     conn.close()
     busy = [a for a in answers if a["verdict"] == Verdict.BUSY]
     served = [a for a in answers if a["verdict"] != Verdict.BUSY]
