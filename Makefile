@@ -32,6 +32,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check engine loadgen bench tests fuzz setup.py
 	$(VENV)/bin/ruff format --check engine loadgen bench tests fuzz setup.py
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cython-lint $(CORE_CYTHON)
+	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collected nothing: for this suite that means something is
 # broken, so it is reported as such rather than passed over.

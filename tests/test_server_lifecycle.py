@@ -206,7 +206,7 @@ def test_bad_configuration_is_one_clear_error(tmp_path, own_pki):
         timeout=60,
         check=False,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "unknown setting 'server.prot'" in proc.stderr
     proc = subprocess.run(
         [
@@ -225,7 +225,7 @@ def test_bad_configuration_is_one_clear_error(tmp_path, own_pki):
         timeout=60,
         check=False,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "root signature does not verify" in proc.stderr
     env = dict(os.environ, ESSC_SERVER_PORT="not-a-port")
     proc = subprocess.run(
@@ -236,7 +236,7 @@ def test_bad_configuration_is_one_clear_error(tmp_path, own_pki):
         check=False,
         env=env,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "ESSC_SERVER_PORT" in proc.stderr
 
 
