@@ -377,4 +377,4 @@ def test_client_command_line(serve, own_pki, tmp_path):
     assert client("ping").stdout.startswith("pong in ")
     assert '"revocation_sequence": 1' in client("status").stdout
     bad = client("revocation-check", "nonsense")
-    assert bad.returncode == 1 and "expected card:" in bad.stderr
+    assert bad.returncode == 2 and "expected card:" in bad.stderr

@@ -31,7 +31,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from engine import _core
 from engine.server import logs
@@ -99,7 +100,7 @@ class Batcher:
         # Verification threads fed by one queue; each hands its batch back to the loop
         # itself.  (An executor's futures cost Python work, locks and thread switches
         # per batch that these do without.)
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
 
     # --- life cycle ---------------------------------------------------------------------
@@ -191,7 +192,9 @@ class Batcher:
             self._deferred = True
             self.loop.call_soon(self._deferred_schedule)
 
-    def _slow_frames(self, conn: Connection, frames: list[bytes], which, now: float) -> None:
+    def _slow_frames(
+        self, conn: Connection, frames: list[bytes], which: Iterable[int], now: float
+    ) -> None:
         max_items = self.cfg.server.max_batch_items
         for k in which:
             if conn.closed:
@@ -314,17 +317,23 @@ class Batcher:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 self.loop.call_soon_threadsafe(self._deliver, batch, outputs, error, took)
 
-    def _process(self, batch: Batch) -> list:
+    def _process(self, batch: Batch) -> list[tuple[int, bytes, int]]:
         """Every stage, then the responses encoded in C."""
         reasons = self.verifier.run(batch)
         return batch.encode({i: r.encode() for i, r in reasons.items() if r})
 
     # --- answers out (on the loop) ------------------------------------------------------
 
-    def _deliver(self, batch: Batch, outputs, error: Exception | None, took: float) -> None:
+    def _deliver(
+        self,
+        batch: Batch,
+        outputs: list[tuple[int, bytes, int]] | None,
+        error: Exception | None,
+        took: float,
+    ) -> None:
         self.busy_workers -= 1
         count = len(batch)
-        if error is None:
+        if outputs is not None:
             self.admission.batch_done(count, took)
         else:
             logging.getLogger(logs.LOGGER).error(
@@ -351,7 +360,7 @@ class Batcher:
         self._schedule()
 
     @staticmethod
-    def _internal_errors(batch: Batch) -> list:
+    def _internal_errors(batch: Batch) -> list[Any]:
         out = []
         for r in range(batch.requests):
             slot, rid, codes = batch.request_verdicts(r)

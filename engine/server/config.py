@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.errors import EsscError
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10
+    import tomli as tomllib
 
 
 class ConfigError(EsscError):
@@ -178,7 +179,7 @@ def load(
     path: str | None = None,
     *,
     environ: Mapping[str, str] | None = None,
-    overrides: list[tuple[str, str]] = (),
+    overrides: Sequence[tuple[str, str]] = (),
 ) -> Config:
     """Defaults, then the TOML file at ``path``, then ESSC_* variables, then overrides."""
     cfg = Config()

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from engine.server import logs
 from engine.wire import protocol as proto
@@ -70,7 +70,8 @@ class Connection(asyncio.Protocol):
     def __init__(self, hooks: Hooks):
         self.hooks = hooks
         self.decoder = FrameDecoder(hooks.settings.max_frame_bytes)
-        self.transport: asyncio.Transport | None = None
+        # Set by connection_made, before asyncio calls anything else.
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.in_flight = 0  # presentations of this connection queued or verifying
         self.errors = 0
         self.closed = False
@@ -85,15 +86,15 @@ class Connection(asyncio.Protocol):
 
     # asyncio callbacks
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # With TLS this is the TCP accept: the connection counts against the limits
         # from here, and the handshake (engine.server.server.Server._handshake) is bounded.
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.hooks.made(self)
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         now = self.hooks.loop.time()
         try:
             frames = self.decoder.feed(data)
@@ -111,22 +112,22 @@ class Connection(asyncio.Protocol):
         else:
             self.partial_since = None
 
-    def eof_received(self):
+    def eof_received(self) -> bool:
         return False  # half-closed clients are closed; nothing more can be asked
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.abort_timer is not None:
             self.abort_timer.cancel()
             self.abort_timer = None
         self.hooks.lost(self)
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         # The client is not reading its responses: stop reading its requests.
         self.write_paused = True
         self.transport.pause_reading()
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         self.write_paused = False
         if not self.closed and not self.held:
             self.transport.resume_reading()

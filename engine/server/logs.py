@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from typing import Any, TextIO
 
 LOGGER = "essc"
 
@@ -30,7 +31,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, separators=(",", ":"), default=str)
 
 
-def setup(level: str = "info", stream=None) -> logging.Logger:
+def setup(level: str = "info", stream: TextIO | None = None) -> logging.Logger:
     logger = logging.getLogger(LOGGER)
     logger.handlers.clear()
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -41,7 +42,7 @@ def setup(level: str = "info", stream=None) -> logging.Logger:
     return logger
 
 
-def event(level: int, name: str, **fields) -> None:
+def event(level: int, name: str, **fields: Any) -> None:
     logging.getLogger(LOGGER).log(level, name, extra={"fields": fields})
 
 
@@ -53,7 +54,7 @@ class RateLimited:
         self._last = 0.0
         self._skipped = 0
 
-    def __call__(self, level: int, name: str, **fields) -> None:
+    def __call__(self, level: int, name: str, **fields: Any) -> None:
         now = time.monotonic()
         if now - self._last < self.interval:
             self._skipped += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 from prometheus_client import (
@@ -24,7 +25,7 @@ from engine import _core
 from engine.verdicts import Verdict
 
 # The *_created series double the exposition for no use here.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS_S = (
     0.0005,
@@ -48,7 +49,9 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class ArrayHistogram:
     """A Prometheus histogram fed with numpy arrays (one call per batch)."""
 
-    def __init__(self, name: str, documentation: str, buckets: tuple, registry):
+    def __init__(
+        self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.edges = np.asarray(buckets, dtype=np.float64)
@@ -71,7 +74,7 @@ class ArrayHistogram:
             self._counts += add
             self._sum += float(values.sum())
 
-    def collect(self):
+    def collect(self) -> Iterator[HistogramMetricFamily]:
         with self._lock:
             counts = np.cumsum(self._counts)
             total = self._sum

@@ -18,9 +18,12 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 from engine.formats.keys import KeyFileError, parse_public_key
 from engine.formats.trustlist import TrustList, TrustListError
+from engine.revocation.format import RevocationFileError
+from engine.revocation.store import RevocationStore
 from engine.server import logs
 from engine.server.config import Config, ConfigError
 from engine.server.metrics import ServerMetrics
@@ -40,14 +43,12 @@ def open_trust(cfg: Config) -> tuple[bytes, TrustList]:
     return root_public_key, TrustList.load(cfg.trust.trust_list, root_public_key)
 
 
-def open_revocation(cfg: Config):
+def open_revocation(cfg: Config) -> RevocationStore | None:
     """The revocation store named by the configuration, or None when none is configured."""
     if not cfg.revocation.snapshot:
         if cfg.revocation.deltas:
             raise ConfigError("revocation.deltas needs revocation.snapshot")
         return None
-    from engine.revocation.store import RevocationFileError, RevocationStore
-
     try:
         return RevocationStore(
             cfg.revocation.snapshot,
@@ -80,8 +81,8 @@ class Reloader:
         self.root_public_key = root_public_key
         self._reloaded = reloaded
         self._lock = asyncio.Lock()
-        self._watching: asyncio.Task | None = None
-        self._pending: set[asyncio.Task] = set()  # the loop keeps only weak references
+        self._watching: asyncio.Task[Any] | None = None
+        self._pending: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references
         self._fault_log = logs.RateLimited()
         self._fault_reload_at = -math.inf  # when unreadable data last triggered a reload
 
@@ -124,7 +125,7 @@ class Reloader:
         """Data in service that became unreadable fails closed (the verifier answers
         REVOCATION_DATA_STALE); a reload from the configured files is tried at once."""
         store = self.verifier.revocation
-        if not getattr(store, "faulted", False) or self._lock.locked():
+        if store is None or not getattr(store, "faulted", False) or self._lock.locked():
             return
         now = asyncio.get_running_loop().time()
         if now - self._fault_reload_at < FAULT_RELOAD_INTERVAL_S:
@@ -138,7 +139,7 @@ class Reloader:
         )
         self.reload_soon("revocation data unreadable")
 
-    def _reload_outcome(self, what: str, outcome: str, why: str, **fields) -> None:
+    def _reload_outcome(self, what: str, outcome: str, why: str, **fields: Any) -> None:
         """One reload result: counted in the metrics and logged as one event."""
         self.metrics.reloads.labels(what, outcome).inc()
         event, level = {
@@ -182,8 +183,14 @@ class Reloader:
         if store is None:
             return True
         before, faulted = store.sequence, getattr(store, "faulted", False)
+        reload: Callable[[], object] | None = getattr(store, "reload", None)
+        if reload is None:  # an in-memory source (tests, demos) has no files to read
+            self._reload_outcome(
+                "revocation", "failed", why, error="this source cannot reload", in_service=before
+            )
+            return False
         try:
-            await asyncio.get_running_loop().run_in_executor(None, store.reload)
+            await asyncio.get_running_loop().run_in_executor(None, reload)
         except Exception as e:  # any failure keeps the old data in service
             self._reload_outcome("revocation", "failed", why, error=str(e), in_service=before)
             return False
@@ -191,13 +198,13 @@ class Reloader:
             self._reload_outcome("revocation", "ok", why, sequence=store.sequence, previous=before)
         return True
 
-    def _file_stamps(self) -> list:
+    def _file_stamps(self) -> list[tuple[int, int, int] | None]:
         paths = [
             self.cfg.trust.trust_list,
             self.cfg.revocation.snapshot,
             *self.cfg.revocation.deltas,
         ]
-        out = []
+        out: list[tuple[int, int, int] | None] = []
         for p in paths:
             if p:
                 try:
@@ -207,7 +214,7 @@ class Reloader:
                     out.append(None)
         return out
 
-    async def _watch(self, last: list) -> None:
+    async def _watch(self, last: list[tuple[int, int, int] | None]) -> None:
         """Polls the data files and reloads when one changes (replaced or rewritten)."""
         while True:
             await asyncio.sleep(self.cfg.reload.watch_interval_s)

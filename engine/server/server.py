@@ -31,6 +31,10 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 from engine import __version__, _core
 from engine.replay import MemoryReplayCache
@@ -111,14 +115,14 @@ class Server:
         self._hooks: Hooks = None  # type: ignore[assignment]  # for the connections, at start
         self._server: asyncio.AbstractServer | None = None
         self._listener: socket.socket = None  # type: ignore[assignment]
-        self._accepting: asyncio.Task | None = None
-        self._metrics_http = None
-        self._tasks: list[asyncio.Task] = []
+        self._accepting: asyncio.Task[Any] | None = None
+        self._metrics_http: WSGIServer | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
         self._tls: ssl.SSLContext | None = None
         self.max_connections = cfg.server.max_connections  # bounded by descriptors at start
         self._full_log = logs.RateLimited()
         self._accept_log = logs.RateLimited()
-        self._handshakes: set[asyncio.Task] = set()
+        self._handshakes: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
 
     # --- life cycle ---------------------------------------------------------------------
@@ -182,7 +186,8 @@ class Server:
 
     @property
     def port(self) -> int:
-        return self._listener.getsockname()[1]
+        port: int = self._listener.getsockname()[1]
+        return port
 
     @property
     def metrics_port(self) -> int | None:
@@ -220,7 +225,7 @@ class Server:
         _log(logging.INFO, "draining", in_flight=self.in_flight, connections=len(self.connections))
         if self._server is not None:
             self._server.close()
-        else:
+        elif self._accepting is not None:
             self._accepting.cancel()
             self._listener.close()
         with contextlib.suppress(asyncio.TimeoutError):
@@ -388,7 +393,7 @@ class Server:
             )
         )
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         trust = self.verifier.trust_list
         store = self.verifier.revocation
         now = self.clock()
@@ -427,11 +432,12 @@ class Server:
         m.revocation_age.set(0 if store is None else now - store.created_at)
 
 
-def _snapshot_sequence(store) -> int | None:
+def _snapshot_sequence(store: RevocationSource | None) -> int | None:
     """The snapshot's own sequence (``revocation_sequence`` is the newest delta's)."""
     if store is None:
         return None
-    return getattr(store, "snapshot_sequence", store.sequence)
+    sequence: int = getattr(store, "snapshot_sequence", store.sequence)
+    return sequence
 
 
 def _tls_failure(e: BaseException) -> str:
@@ -446,7 +452,7 @@ def _tls_failure(e: BaseException) -> str:
     return f"connection: {type(e).__name__}"
 
 
-def _subject(transport) -> str | None:
+def _subject(transport: asyncio.BaseTransport) -> str | None:
     cert = transport.get_extra_info("peercert")
     if not cert:
         return None
@@ -470,7 +476,7 @@ async def serve(cfg: Config, *, ready: Callable[[Server], None] | None = None) -
     return 0
 
 
-def _log_loop_exception(loop, context: dict) -> None:
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     error = context.get("exception")
     _log(
         logging.ERROR,
