@@ -89,11 +89,11 @@ def test_a_closed_connection_that_never_reads_is_released(start_server):
         other.close()
 
 
-def test_connections_beyond_the_descriptor_limit_get_server_full(pki, tmp_path):
+def test_connections_beyond_the_descriptor_limit_get_server_full(pki, tmp_path, server_loop):
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (160, 160))  # soft = hard: no raising
 
-    srv = ServerProcess(pki, tmp_path, preexec_fn=low_limit)
+    srv = ServerProcess(pki, tmp_path, preexec_fn=low_limit, loop=server_loop)
     try:
         chosen = logged(srv, "connection_limit")
         limit = chosen["limit"]
@@ -115,7 +115,10 @@ def test_connections_beyond_the_descriptor_limit_get_server_full(pki, tmp_path):
         assert srv.stop() == 0
 
 
-def test_the_soft_descriptor_limit_is_raised_where_allowed(pki, tmp_path):
+@pytest.mark.server_loops(
+    "uvloop", reason="the limit is derived from rlimits before the loop serves anything"
+)
+def test_the_soft_descriptor_limit_is_raised_where_allowed(pki, tmp_path, server_loop):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < 2048:
         pytest.skip(f"the hard descriptor limit here ({hard}) is too low to raise towards")
@@ -123,7 +126,7 @@ def test_the_soft_descriptor_limit_is_raised_where_allowed(pki, tmp_path):
     def low_soft():
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
-    srv = ServerProcess(pki, tmp_path, preexec_fn=low_soft)
+    srv = ServerProcess(pki, tmp_path, preexec_fn=low_soft, loop=server_loop)
     try:
         chosen = logged(srv, "connection_limit")
         assert chosen["limit"] == 1024 and chosen["raised_from"] == 256, chosen
