@@ -39,20 +39,24 @@ def reset_or_closed(sock: socket.socket, timeout_s: float = 20) -> bool:
 def stuff_until_blocked(sock: socket.socket, frame: bytes, limit_bytes: int = 64 << 20) -> int:
     """Sends copies of ``frame`` until the server stops reading (its answers fill every
     buffer because this client never reads them) or resets the connection; returns the
-    bytes sent."""
+    bytes sent.  Only whole frames: what a send leaves unsent goes first next time."""
     sock.setblocking(False)
     chunk = frame * max(1, 65536 // len(frame))
     sent = 0
+    unsent = b""
     while sent < limit_bytes:
         _, writable, _ = select.select([], [sock], [], 2.0)
         if not writable:
             return sent  # two seconds without room: the server has paused reading
+        data = unsent or chunk
         try:
-            sent += sock.send(chunk)
+            n = sock.send(data)
         except BlockingIOError:
             continue
         except (ConnectionResetError, BrokenPipeError):
             return sent
+        sent += n
+        unsent = data[n:]
     raise AssertionError(f"the server read {sent} bytes without pushing back")
 
 
