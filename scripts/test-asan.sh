@@ -92,6 +92,10 @@ export ASAN_OPTIONS="detect_leaks=0:handle_sigbus=0:alloc_dealloc_mismatch=0:hal
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export PYTHONMALLOC=malloc
 export PYTHONPATH="$DEST:$DEST/tests${PYTHONPATH:+:$PYTHONPATH}"
+# The server tests run on uvloop only here (tests/conftest.py runs them on uvloop and
+# on the standard asyncio loop by default): the native code under the sanitizers is
+# the same on either loop, and the second loop would double the server tests' time.
+export ESSC_TEST_LOOPS="${ESSC_TEST_LOOPS:-uvloop}"
 
 core="$("$VPY" -c 'import engine._core as c; print(c.__file__)')"
 echo "test-asan: engine._core from $core"

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
 import pytest
 
 VECTORS = pathlib.Path(__file__).parent / "vectors"
+
+# The event loops every server test runs its servers on (the server runs on uvloop where
+# it is installed and on the standard asyncio loop otherwise): ESSC_TEST_LOOPS, a comma
+# list, narrows it (scripts/test-asan.sh: uvloop only, since the loop does not matter
+# to the native code the sanitizers watch).
+SERVER_LOOPS = ("uvloop", "asyncio")
+
+
+def _loops_under_test() -> list[str]:
+    # Taken out of the environment: the servers the tests start as subprocesses read
+    # every ESSC_* variable as a setting, and would refuse this one (no section "test").
+    raw = os.environ.pop("ESSC_TEST_LOOPS", "") or ",".join(SERVER_LOOPS)  # empty: unset
+    loops = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = sorted(set(loops) - set(SERVER_LOOPS))
+    if unknown or not loops:
+        raise pytest.UsageError(
+            f"ESSC_TEST_LOOPS={raw!r}: a comma list of {', '.join(SERVER_LOOPS)} expected"
+        )
+    return list(dict.fromkeys(loops))
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +73,24 @@ def scenarios(pki, now_s):
     return Scenarios(pki, now_s)
 
 
+@pytest.fixture(params=_loops_under_test())
+def server_loop(request) -> str:
+    """The event loop (a name in SERVER_LOOPS) the test's servers run on: every test
+    that takes it, or start_server, runs once per loop, with the loop in its id.  A test
+    marked ``server_loops(...)`` skips the other loops."""
+    only = request.node.get_closest_marker("server_loops")
+    if only is not None:
+        if not only.kwargs.get("reason"):
+            pytest.fail("server_loops(...) needs a reason=", pytrace=False)
+        if request.param not in only.args:
+            pytest.skip(f"not on {request.param}: {only.kwargs['reason']}")
+    return request.param
+
+
 @pytest.fixture
-def start_server(pki):
-    """start_server(revocation=None, clock=None, **settings) -> a running ServerThread.
+def start_server(pki, server_loop):
+    """start_server(revocation=None, clock=None, **settings) -> a running ServerThread,
+    on the event loop of ``server_loop``.
 
     Every server started through this fixture is drained and stopped at teardown.
     """
@@ -68,7 +103,7 @@ def start_server(pki):
         if clock is not None:
             kwargs["clock"] = clock
         dotted = {k.replace("__", "."): v for k, v in settings.items()}
-        srv = ServerThread(server_config(pki, **dotted), **kwargs)
+        srv = ServerThread(server_config(pki, **dotted), loop=server_loop, **kwargs)
         started.append(srv)
         return srv
 

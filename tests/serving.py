@@ -25,12 +25,23 @@ def server_config(pki, **settings) -> Config:
     return cfg
 
 
-class ServerThread:
-    """A Server on its own uvloop in a background thread; ``stop()`` drains it."""
+# The event loops the server runs on (engine.server.server.run: uvloop where it is
+# installed, the standard loop otherwise), by name.
+LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 
-    def __init__(self, cfg: Config, **server_kwargs):
+
+def new_loop(name: str) -> asyncio.AbstractEventLoop:
+    return LOOPS[name]()
+
+
+class ServerThread:
+    """A Server on its own event loop (``loop``: a name in LOOPS) in a background
+    thread; ``stop()`` drains it."""
+
+    def __init__(self, cfg: Config, *, loop: str = "uvloop", **server_kwargs):
         self.server = Server(cfg, **server_kwargs)
-        self.loop = uvloop.new_event_loop()
+        self.loop_name = loop
+        self.loop = new_loop(loop)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="essc-test-server", daemon=True)

@@ -257,16 +257,22 @@ def test_client_that_stops_reading_is_paused_not_buffered(start_server, scenario
     conn = RawConnection(srv.port)
     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     frame = proto.request(1, "verify", presentation=pres)
-    # Push requests without ever reading: the server must stop reading from us.
+    # Push requests without ever reading: the server must stop reading from us.  What a
+    # send leaves unsent goes first next time: a frame cut short would make the rest of
+    # the stream garbage to the server (frame_too_large, closed: a reset here).
     conn.sock.setblocking(False)
     sent = 0
     stalled_at = None
+    unsent = b""
     for _ in range(200_000):
+        data = unsent or frame * 32
         try:
-            sent += conn.sock.send(frame * 32)
+            n = conn.sock.send(data)
         except BlockingIOError:
             stalled_at = sent
             break
+        sent += n
+        unsent = data[n:]
     assert stalled_at is not None, "the server kept reading from a client that does not read"
     buffered = srv.call(_write_buffer_sizes(srv.server))
     assert max(buffered) < 4 * 1024 * 1024

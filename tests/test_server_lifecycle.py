@@ -20,11 +20,23 @@ from engine.tools.scenarios import Scenarios
 from engine.verdicts import Verdict
 from engine.wire.client import Client
 
+# How to start the engine's command line on each event loop: on the standard loop with
+# uvloop made unimportable, which is how engine.server.server.run finds a host without it.
+ENGINE_ON = {
+    "uvloop": ["-m", "engine"],
+    "asyncio": [
+        "-c",
+        "import sys; sys.modules['uvloop'] = None; "
+        "from engine.cli.main import main; sys.exit(main())",
+    ],
+}
+
 
 class ServerProcess:
-    """`python -m engine serve` on 127.0.0.1 and a free port; its JSON log lines are events."""
+    """`python -m engine serve` on 127.0.0.1 and a free port, on the event loop ``loop``
+    (a name in ENGINE_ON); its JSON log lines are events."""
 
-    def __init__(self, pki, tmp_path, *flags: str, revocation=None, **popen):
+    def __init__(self, pki, tmp_path, *flags: str, revocation=None, loop="uvloop", **popen):
         cfg = tmp_path / "engine.toml"
         text = (
             '[server]\nhost = "127.0.0.1"\nport = 0\n[metrics]\nport = 0\n'
@@ -35,7 +47,7 @@ class ServerProcess:
             text += f'[revocation]\nsnapshot = "{revocation}"\n'
         cfg.write_text(text)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "serve", "--config", str(cfg), *flags],
+            [sys.executable, *ENGINE_ON[loop], "serve", "--config", str(cfg), *flags],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
@@ -85,11 +97,11 @@ def own_pki(tmp_path):
 
 
 @pytest.fixture
-def serve(own_pki, tmp_path):
+def serve(own_pki, tmp_path, server_loop):
     started = []
 
     def start(*flags, revocation=None):
-        p = ServerProcess(own_pki, tmp_path, *flags, revocation=revocation)
+        p = ServerProcess(own_pki, tmp_path, *flags, revocation=revocation, loop=server_loop)
         started.append(p)
         return p
 

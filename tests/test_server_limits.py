@@ -39,20 +39,24 @@ def reset_or_closed(sock: socket.socket, timeout_s: float = 20) -> bool:
 def stuff_until_blocked(sock: socket.socket, frame: bytes, limit_bytes: int = 64 << 20) -> int:
     """Sends copies of ``frame`` until the server stops reading (its answers fill every
     buffer because this client never reads them) or resets the connection; returns the
-    bytes sent."""
+    bytes sent.  Only whole frames: what a send leaves unsent goes first next time."""
     sock.setblocking(False)
     chunk = frame * max(1, 65536 // len(frame))
     sent = 0
+    unsent = b""
     while sent < limit_bytes:
         _, writable, _ = select.select([], [sock], [], 2.0)
         if not writable:
             return sent  # two seconds without room: the server has paused reading
+        data = unsent or chunk
         try:
-            sent += sock.send(chunk)
+            n = sock.send(data)
         except BlockingIOError:
             continue
         except (ConnectionResetError, BrokenPipeError):
             return sent
+        sent += n
+        unsent = data[n:]
     raise AssertionError(f"the server read {sent} bytes without pushing back")
 
 
@@ -89,11 +93,11 @@ def test_a_closed_connection_that_never_reads_is_released(start_server):
         other.close()
 
 
-def test_connections_beyond_the_descriptor_limit_get_server_full(pki, tmp_path):
+def test_connections_beyond_the_descriptor_limit_get_server_full(pki, tmp_path, server_loop):
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (160, 160))  # soft = hard: no raising
 
-    srv = ServerProcess(pki, tmp_path, preexec_fn=low_limit)
+    srv = ServerProcess(pki, tmp_path, preexec_fn=low_limit, loop=server_loop)
     try:
         chosen = logged(srv, "connection_limit")
         limit = chosen["limit"]
@@ -115,7 +119,10 @@ def test_connections_beyond_the_descriptor_limit_get_server_full(pki, tmp_path):
         assert srv.stop() == 0
 
 
-def test_the_soft_descriptor_limit_is_raised_where_allowed(pki, tmp_path):
+@pytest.mark.server_loops(
+    "uvloop", reason="the limit is derived from rlimits before the loop serves anything"
+)
+def test_the_soft_descriptor_limit_is_raised_where_allowed(pki, tmp_path, server_loop):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < 2048:
         pytest.skip(f"the hard descriptor limit here ({hard}) is too low to raise towards")
@@ -123,7 +130,7 @@ def test_the_soft_descriptor_limit_is_raised_where_allowed(pki, tmp_path):
     def low_soft():
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
-    srv = ServerProcess(pki, tmp_path, preexec_fn=low_soft)
+    srv = ServerProcess(pki, tmp_path, preexec_fn=low_soft, loop=server_loop)
     try:
         chosen = logged(srv, "connection_limit")
         assert chosen["limit"] == 1024 and chosen["raised_from"] == 256, chosen

@@ -202,11 +202,6 @@ class Server:
     def draining(self) -> bool:
         return self.batcher.draining
 
-    @property
-    def stopped(self) -> bool:
-        """True once ``drain`` has finished."""
-        return self._stopped.is_set()
-
     async def wait_stopped(self) -> None:
         """Returns once ``drain`` has finished (on the server's loop)."""
         await self._stopped.wait()
