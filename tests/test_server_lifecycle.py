@@ -390,3 +390,14 @@ def test_client_command_line(serve, own_pki, tmp_path):
     assert '"revocation_sequence": 1' in client("status").stdout
     bad = client("revocation-check", "nonsense")
     assert bad.returncode == 2 and "expected card:" in bad.stderr
+
+
+def test_the_environment_sets_settings_and_leaves_the_projects_switches_alone():
+    from engine.server import config
+
+    cfg = config.load(environ={"ESSC_SERVER_PORT": "7711", "ESSC_LONG_TESTS": "1"})
+    assert cfg.server.port == 7711
+    for name in sorted(config.NOT_SETTINGS):
+        config.load(environ={name: "1"})  # a build or test switch is not a setting
+    with pytest.raises(config.ConfigError, match="ESSC_SERVR_PORT"):
+        config.load(environ={"ESSC_SERVR_PORT": "7711"})  # a typo is still refused

@@ -8,7 +8,9 @@ Every setting lives in one section dataclass below, with its default and meaning
 - ``--set section.key=value`` on the command line (or a dedicated flag such as --port).
 
 Later sources win.  Unknown sections or keys and values of the wrong type are errors
-that name their source, so a typo never silently falls back to a default.
+that name their source, so a typo never silently falls back to a default.  The
+project's build and test switches (``NOT_SETTINGS``) share the prefix and are not
+settings.
 """
 
 from __future__ import annotations
@@ -26,6 +28,20 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10
     import tomli as tomllib
+
+
+# ESSC_* variables of the build, tests, benchmarks and fuzzing (docs/TESTING.md): a
+# server they start inherits them, and must not read them as settings.
+NOT_SETTINGS = frozenset(
+    {
+        "ESSC_LONG_TESTS",
+        "ESSC_TEST_LOOPS",
+        "ESSC_BENCH_QUICK",
+        "ESSC_SANITIZE",
+        "ESSC_FUZZ_CORE",
+        "ESSC_FUZZ_TMP",
+    }
+)
 
 
 class ConfigError(EsscError):
@@ -198,7 +214,7 @@ def load(
                 cfg.set(f"{section}.{key}", value, path)
     env = os.environ if environ is None else environ
     for name, value in sorted(env.items()):
-        if name.startswith("ESSC_"):
+        if name.startswith("ESSC_") and name not in NOT_SETTINGS:
             section, _, key = name[5:].lower().partition("_")
             cfg.set(f"{section}.{key}", value, f"environment {name}")
     for dotted, value in overrides:
