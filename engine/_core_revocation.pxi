@@ -247,10 +247,9 @@ cdef class RevocationTable:
     def contains(self, int kind, ids, int threads=1, bint bloom_only=False):
         """Bool array: ids[i] of this kind is revoked (or, with bloom_only, may be)."""
         cdef esc_ids spec
-        cdef Py_ssize_t i, n
-        cdef object item, held = None
-        cdef const uint8_t **ptrs = NULL
-        cdef size_t *lens = NULL
+        cdef Py_ssize_t n
+        cdef object held = None
+        cdef _Column col
         cdef cnp.ndarray arr
         cdef uint8_t *o
         cdef int mode = ESC_LOOKUP_BLOOM_ONLY if bloom_only else ESC_LOOKUP_FULL
@@ -279,35 +278,19 @@ cdef class RevocationTable:
             spec.base = <const uint8_t *>cnp.PyArray_DATA(arr)
             held = arr
         else:
-            if isinstance(ids, (bytes, bytearray, str)):
-                raise TypeError("ids: expected a sequence of ids, not one id")
-            held = tuple(ids)  # a private copy: nobody can free items under the call
-            n = len(held)
-            ptrs = <const uint8_t **>malloc((n + 1) * sizeof(uint8_t *))
-            lens = <size_t *>malloc((n + 1) * sizeof(size_t))
-            spec.ptrs = ptrs
-            spec.lens = lens
-        try:
-            if spec.base == NULL:
-                if ptrs == NULL or lens == NULL:
-                    raise MemoryError()
-                for i in range(n):
-                    item = held[i]
-                    # bytes only: a bytearray could be resized while the call runs
-                    if not PyBytes_Check(item):
-                        raise TypeError(f"ids[{i}]: expected bytes, got {type(item).__name__}")
-                    ptrs[i] = <const uint8_t *>PyBytes_AS_STRING(item)
-                    lens[i] = <size_t>PyBytes_GET_SIZE(item)
-            out = np.empty(n, dtype=np.bool_)
-            o = <uint8_t *>cnp.PyArray_DATA(out)
-            if n >= _NOGIL_ITEMS:
-                with nogil:
-                    rc = esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
-            elif n:  # a server batch's few look-ups: keep the GIL (_core.pyx)
+            # The one rule for byte-string columns (_Column): a private tuple, bytearrays
+            # pinned, so nothing read without the GIL can be freed or resized meanwhile.
+            col = held = _Column(ids, "ids")
+            n = col.n
+            spec.ptrs = col.ptrs
+            spec.lens = col.lens
+        out = np.empty(n, dtype=np.bool_)
+        o = <uint8_t *>cnp.PyArray_DATA(out)
+        if n >= _NOGIL_ITEMS:
+            with nogil:
                 rc = esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
-        finally:
-            free(ptrs)
-            free(lens)
+        elif n:  # a server batch's few look-ups: keep the GIL (_core.pyx)
+            rc = esc_revset_contains(&self.rs, kind, &spec, n, o, mode, threads)
         if rc != 0:
             self.faulted = True
             raise RevocationDataUnreadable(

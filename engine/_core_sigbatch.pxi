@@ -1,7 +1,6 @@
 # Batch Ed25519: verification and signing over whole batches.
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
-from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 
 from engine.includes.sigbatch cimport (
     ESC_VERIFY_AUTO,
@@ -23,9 +22,11 @@ cdef class _Column:
 
     Takes a sequence of bytes / bytearray objects or a 2-D C-contiguous uint8 numpy
     array (one row per item) and keeps the underlying objects alive for as long as
-    the pointers are in use.  A bytearray is also held exported (a memoryview of it)
-    for as long, so it cannot be resized under a call that runs without the GIL: the
-    resize raises BufferError instead of freeing the memory being read.
+    the pointers are in use (a sequence through a private tuple of its items).  A
+    bytearray is also held exported (a memoryview of it) for as long, so it cannot be
+    resized under a call that runs without the GIL: the resize raises BufferError
+    instead of freeing the memory being read.  Every call that takes byte strings
+    (signatures, replay keys, revocation ids) reads them through this one rule.
     """
 
     def __cinit__(self, object values, str name):
@@ -51,11 +52,13 @@ cdef class _Column:
             return
         if isinstance(values, (bytes, bytearray, str)):
             raise TypeError(f"{name}: expected a sequence of byte strings, not one string")
-        self.owner = PySequence_Fast(values, b"expected a sequence of byte strings")
-        self.n = PySequence_Fast_GET_SIZE(self.owner)
+        # A private tuple, not the caller's list: a list changed while the core reads
+        # without the GIL would drop the items being read.
+        self.owner = tuple(values)
+        self.n = len(self.owner)
         self._alloc()
         for i in range(self.n):
-            item = <object>PySequence_Fast_GET_ITEM(self.owner, i)
+            item = (<tuple>self.owner)[i]
             if PyBytes_Check(item):
                 self.ptrs[i] = <const uint8_t *>PyBytes_AS_STRING(item)
                 self.lens[i] = <size_t>PyBytes_GET_SIZE(item)

@@ -7,13 +7,14 @@ import itertools
 import pathlib
 import sys
 import time
+from typing import Any
 
 from engine import __version__
 from engine.cli import revocation, serve
 from engine.cli.exit import CommandError, run_command
 
 
-def _pki_init(args) -> int:
+def _pki_init(args: argparse.Namespace) -> int:
     from engine.tools import pki
 
     created = pki.init(args.dir)
@@ -28,7 +29,7 @@ def _pki_init(args) -> int:
     return 0
 
 
-def _status_map(pairs: list[str], what: str) -> dict:
+def _status_map(pairs: list[str], what: str) -> dict[str, Any]:
     from engine.formats.trustlist import Status
 
     out = {}
@@ -43,7 +44,7 @@ def _status_map(pairs: list[str], what: str) -> dict:
     return out
 
 
-def _pki_update(args) -> int:
+def _pki_update(args: argparse.Namespace) -> int:
     from engine.tools import pki
 
     opened = pki.Pki.open(args.dir)
@@ -56,7 +57,7 @@ def _pki_update(args) -> int:
     return 0
 
 
-def _issue(args) -> int:
+def _issue(args: argparse.Namespace) -> int:
     from engine.tools import issuance, pki
 
     opened = pki.Pki.open(args.pki)
@@ -73,7 +74,7 @@ def _issue(args) -> int:
     return 0
 
 
-def _present(args) -> int:
+def _present(args: argparse.Namespace) -> int:
     from engine.formats import wallets
     from engine.formats.credentials import Purpose
     from engine.tools import holder
@@ -104,7 +105,7 @@ def _present(args) -> int:
     return 0
 
 
-def _root_key(args) -> bytes | None:
+def _root_key(args: argparse.Namespace) -> bytes | None:
     from engine.formats import keys
     from engine.tools import pki
 
@@ -115,7 +116,7 @@ def _root_key(args) -> bytes | None:
     return None
 
 
-def _inspect(args) -> int:
+def _inspect(args: argparse.Namespace) -> int:
     from engine.tools import inspection
 
     root = _root_key(args)
@@ -124,7 +125,7 @@ def _inspect(args) -> int:
     return 0
 
 
-def _verify(args) -> int:
+def _verify(args: argparse.Namespace) -> int:
     from engine.tools.pki import Pki
     from engine.verifier import Verifier
 
@@ -136,7 +137,7 @@ def _verify(args) -> int:
     return 0 if all(r.verdict == 0 for r in results) else 1
 
 
-def _vectors(args) -> int:
+def _vectors(args: argparse.Namespace) -> int:
     from engine.tools import testvectors
 
     text = testvectors.dumps()
@@ -147,7 +148,7 @@ def _vectors(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from engine.tools import demo
 
     return 1 if demo.run(args.dir) else 0

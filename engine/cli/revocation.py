@@ -7,8 +7,12 @@ import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from engine.revocation.source import CARD
+
+if TYPE_CHECKING:
+    from engine.revocation.build import BuildResult
 
 EXAMPLES = """\
 input text: one `card <card-number>` or `credential <serial-hex>` per line; `#` starts a
@@ -28,7 +32,7 @@ def _seed(text: str) -> int:
     return value
 
 
-def _report_skipped(result) -> None:
+def _report_skipped(result: BuildResult) -> None:
     if result.bad.count:
         print(
             f"skipped {result.bad.count} malformed line(s):\n{result.bad.describe()}",
@@ -36,7 +40,7 @@ def _report_skipped(result) -> None:
         )
 
 
-def _build(args) -> int:
+def _build(args: argparse.Namespace) -> int:
     from engine.revocation.build import build_snapshot
 
     start = time.perf_counter()
@@ -61,7 +65,7 @@ def _build(args) -> int:
     return 0
 
 
-def _delta(args) -> int:
+def _delta(args: argparse.Namespace) -> int:
     from engine.revocation.build import build_delta
 
     r = build_delta(
@@ -85,7 +89,7 @@ def _delta(args) -> int:
     return 0
 
 
-def _inspect(args) -> int:
+def _inspect(args: argparse.Namespace) -> int:
     from engine.tools.inspection import describe_revocation
 
     for path in args.files:
@@ -103,7 +107,7 @@ def _inspect(args) -> int:
     return 0
 
 
-def _check(args) -> int:
+def _check(args: argparse.Namespace) -> int:
     from engine.revocation.input import parse_id
     from engine.revocation.store import RevocationStore
 
@@ -120,7 +124,7 @@ def _check(args) -> int:
     return 0
 
 
-def _add_input_options(p) -> None:
+def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--by",
         choices=["credential", "card"],
@@ -141,7 +145,7 @@ def _add_input_options(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "revocation",
         help="build, extend, inspect and query revocation snapshots and deltas",

@@ -7,9 +7,13 @@ import asyncio
 import json
 import pathlib
 import time
+from typing import TYPE_CHECKING
 
 from engine.cli.exit import CommandError
 from engine.revocation import CARD, CREDENTIAL
+
+if TYPE_CHECKING:
+    from engine.server.server import Server
 
 # Flags that set one configuration value each: (flag, setting, type, help).
 _SERVE_FLAGS = (
@@ -26,7 +30,7 @@ _SERVE_FLAGS = (
 )
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
         help="run the verification server",
@@ -88,7 +92,7 @@ def register(sub) -> None:
     q.set_defaults(func=_client, what="revocation-check")
 
 
-def _serve(args) -> int:
+def _serve(args: argparse.Namespace) -> int:
     from engine.server import config, logs, server
 
     path = args.config
@@ -114,7 +118,7 @@ def _serve(args) -> int:
     logs.setup(cfg.log.level)
     if args.demo:
 
-        def ready(srv):
+        def ready(srv: Server) -> None:
             client = f".venv/bin/python -m engine client --target {cfg.server.host}:{srv.port}"
             print(
                 f"\nserving the demo on {cfg.server.host}:{srv.port}; metrics on "
@@ -130,14 +134,14 @@ def _serve(args) -> int:
     return server.run(cfg)
 
 
-def _client(args) -> int:
+def _client(args: argparse.Namespace) -> int:
     host, _, port = args.target.rpartition(":")
     if not host or not port.isdigit():
         raise CommandError(f"--target {args.target!r}: expected HOST:PORT")
     return asyncio.run(_client_main(args, host.strip("[]"), int(port)))
 
 
-async def _client_main(args, host: str, port: int) -> int:
+async def _client_main(args: argparse.Namespace, host: str, port: int) -> int:
     from engine.wire.client import Client
 
     async with await Client.connect(host, port) as client:

@@ -70,8 +70,8 @@ class Connection(asyncio.Protocol):
     def __init__(self, hooks: Hooks):
         self.hooks = hooks
         self.decoder = FrameDecoder(hooks.settings.max_frame_bytes)
-        # Set by connection_made, before asyncio calls anything else.
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        # Set by connection_made; None before (a TLS connection while its handshake runs).
+        self.transport: asyncio.Transport | None = None
         self.in_flight = 0  # presentations of this connection queued or verifying
         self.errors = 0
         self.closed = False
@@ -83,6 +83,12 @@ class Connection(asyncio.Protocol):
         self.handshaking = False  # TLS: accepted, counted, handshake not done yet
         self.write_paused = False  # the client is not reading: we stop reading too
         self.held = False  # overloaded: not read until the next batch is answered
+
+    @property
+    def stream(self) -> asyncio.Transport:
+        """The transport, for what only runs once the connection is made."""
+        assert self.transport is not None, "connection not made yet"
+        return self.transport
 
     # asyncio callbacks
 
@@ -125,31 +131,31 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The client is not reading its responses: stop reading its requests.
         self.write_paused = True
-        self.transport.pause_reading()
+        self.stream.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if not self.closed and not self.held:
-            self.transport.resume_reading()
+            self.stream.resume_reading()
 
     def hold(self) -> bool:
         """Stops reading until ``release`` (the batcher: while admission refuses)."""
         if self.held or self.closed:
             return False
         self.held = True
-        self.transport.pause_reading()
+        self.stream.pause_reading()
         return True
 
     def release(self) -> None:
         self.held = False
         if not self.closed and not self.write_paused:
-            self.transport.resume_reading()
+            self.stream.resume_reading()
 
     # sending
 
     def send(self, data: bytes) -> None:
         if not self.closed:
-            self.transport.write(data)
+            self.stream.write(data)
 
     def request_error(self, err: proto.RequestError) -> None:
         self.errors += 1
@@ -187,4 +193,4 @@ class Connection(asyncio.Protocol):
         self.abort_timer = None
         _log(logging.INFO, "connection_aborted", peer=self.peer, why="unread responses")
         self.hooks.metrics.aborted.inc()
-        self.transport.abort()
+        self.stream.abort()

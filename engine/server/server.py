@@ -327,7 +327,7 @@ class Server:
             self.connection_lost(conn)
             return
         if self.cfg.server.tls_client_ca:
-            _log(logging.DEBUG, "tls_client", peer=conn.peer, subject=_subject(conn.transport))
+            _log(logging.DEBUG, "tls_client", peer=conn.peer, subject=_subject(conn.stream))
 
     def connection_lost(self, conn: Connection) -> None:
         self.connections.discard(conn)

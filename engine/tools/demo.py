@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import time
+from collections.abc import Callable
 
 from engine.replay import MemoryReplayCache
 from engine.revocation.source import SetRevocation
@@ -29,7 +30,7 @@ def ensure_pki(directory: pathlib.Path) -> Pki:
     return Pki.open(pki_dir)
 
 
-def run(directory: str, out=print) -> int:
+def run(directory: str, out: Callable[[str], object] = print) -> int:
     """Returns the number of presentations whose verdict was not the expected one."""
     d = pathlib.Path(directory)
     pki = ensure_pki(d)

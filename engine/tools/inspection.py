@@ -27,7 +27,7 @@ class InspectError(EsscError):
     """The file is of no kind the engine knows; the message says what was tried."""
 
 
-def describe_bytes(data: bytes, root_public_key: bytes | None = None) -> dict:
+def describe_bytes(data: bytes, root_public_key: bytes | None = None) -> dict[str, Any]:
     """A JSON-ready description of one encoded credential, presentation or trust list."""
     try:
         outer = enc.array(
@@ -54,7 +54,9 @@ def describe_bytes(data: bytes, root_public_key: bytes | None = None) -> dict:
     raise InspectError(f"unknown object tag {kind!r}")
 
 
-def describe_file(path: str | os.PathLike, root_public_key: bytes | None = None) -> dict:
+def describe_file(
+    path: str | os.PathLike[str], root_public_key: bytes | None = None
+) -> dict[str, Any]:
     with open(path, "rb") as f:
         head = f.read(64)
     if head[:8] in revocation_format.MAGICS:
@@ -84,7 +86,7 @@ def to_json(doc: Any) -> str:
     return json.dumps(doc, indent=2, default=lambda b: b.hex() if isinstance(b, bytes) else str(b))
 
 
-def _credential(c: Credential) -> dict:
+def _credential(c: Credential) -> dict[str, Any]:
     return {
         "issuer_key_id": c.issuer_key_id,
         "card_number": c.card_number,
@@ -99,7 +101,7 @@ def _credential(c: Credential) -> dict:
     }
 
 
-def _trust_list(data: bytes, root_public_key: bytes | None) -> dict:
+def _trust_list(data: bytes, root_public_key: bytes | None) -> dict[str, Any]:
     try:
         if root_public_key is None:
             t = TrustList.decode_unverified(data)
@@ -132,7 +134,7 @@ def _trust_list(data: bytes, root_public_key: bytes | None) -> dict:
     }
 
 
-def _key_file(path: str | os.PathLike) -> dict:
+def _key_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with open(path) as f:
             doc = json.load(f)
@@ -166,11 +168,11 @@ def filter_fpr(words: np.ndarray) -> float:
     return total / len(blocks)
 
 
-def describe_revocation(path) -> dict:
+def describe_revocation(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-ready description of a revocation file, after every check."""
     m = revocation_format.map_file(path)
     h = m.header
-    doc: dict = {
+    doc: dict[str, Any] = {
         "type": f"revocation_{h.kind}",
         "format_version": h.version,
         "hash": f"{revocation_format.HASHES[h.hash_id]} (id {h.hash_id})",

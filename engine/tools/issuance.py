@@ -109,7 +109,7 @@ class Issuer:
             n = min(chunk, count - start)
             yield self._issue_chunk(cards[start : start + n], now, not_after)
 
-    def _issue_chunk(self, cards, not_before: int, not_after: int) -> list[Wallet]:
+    def _issue_chunk(self, cards: Any, not_before: int, not_after: int) -> list[Wallet]:
         n = len(cards)
         rng = self._rng
         seeds = np.frombuffer(self._random_bytes(32 * n), dtype=np.uint8).reshape(n, 32)
@@ -154,7 +154,7 @@ class Issuer:
 def issue_to_file(
     pki: Pki,
     count: int,
-    out: str | os.PathLike,
+    out: str | os.PathLike[str],
     *,
     now: int | None = None,
     validity_days: int = DEFAULT_VALIDITY_DAYS,
@@ -172,7 +172,7 @@ def issue_to_file(
         total=count, unit="cred", unit_scale=True, disable=not progress, file=sys.stderr
     ) as bar:
 
-        def chunks():
+        def chunks() -> Iterator[list[Wallet]]:
             for chunk in issuer.issue(count, now=now, validity_days=validity_days):
                 bar.update(len(chunk))
                 yield chunk

@@ -61,7 +61,7 @@ class Pki:
     trust_list: TrustList
 
     @classmethod
-    def open(cls, directory: str | os.PathLike) -> Pki:
+    def open(cls, directory: str | os.PathLike[str]) -> Pki:
         d = pathlib.Path(directory)
         if not (d / MANIFEST_FILE).is_file():
             raise PkiError(f"{d}: not a PKI directory (no {MANIFEST_FILE}); run `pki init` first")
@@ -82,7 +82,7 @@ class Pki:
         return keys.read_private(self.directory / "root.key")[0]
 
 
-def init(directory: str | os.PathLike, *, now: int | None = None) -> Pki:
+def init(directory: str | os.PathLike[str], *, now: int | None = None) -> Pki:
     """Create a complete demo PKI in ``directory`` (which must not hold one already)."""
     d = pathlib.Path(directory)
     now = int(time.time()) if now is None else now

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import nacl.signing
 
@@ -25,7 +26,7 @@ def _seed(label: str) -> bytes:
     return hashlib.sha256(f"essc test vector {label}".encode()).digest()
 
 
-def build() -> dict:
+def build() -> dict[str, Any]:
     root = nacl.signing.SigningKey(_seed("root"))
     issuer = nacl.signing.SigningKey(_seed("issuer 440000"))
     holder = nacl.signing.SigningKey(_seed("holder"))
@@ -104,7 +105,7 @@ def build() -> dict:
     }
 
 
-def _case(name: str, presentation: bytes, now_ms: int, verdict: Verdict) -> dict:
+def _case(name: str, presentation: bytes, now_ms: int, verdict: Verdict) -> dict[str, Any]:
     return {
         "name": name,
         "presentation": presentation.hex(),
