@@ -47,6 +47,7 @@ cdef class VerifyBatch:
     cdef Py_ssize_t _undecided(self) noexcept nogil
     cdef Py_ssize_t _replay_keys(self, uint8_t *keys, uint64_t *expires, Py_ssize_t *owner,
                                  uint64_t horizon_ms) noexcept nogil
+    cdef void _replay_verdict(self, Py_ssize_t i, uint8_t state) noexcept nogil
     cdef void _replay(self, ReplayTable table, uint8_t *keys, const uint8_t **kp,
                       uint64_t *exp, Py_ssize_t *owner, uint8_t *states, uint64_t now_ms,
                       uint64_t horizon_ms) noexcept nogil

@@ -376,10 +376,15 @@ cdef class VerifyBatch:
             kp[i] = keys + 32 * i
         table._check(kp, exp, m, now_ms, states)
         for i in range(m):
-            if states[i] == ESC_REPLAY_SEEN:
-                self.verdict[owner[i]] = ESC_REPLAYED
-            elif states[i] == ESC_REPLAY_NO_ROOM:
-                self.verdict[owner[i]] = ESC_BUSY
+            self._replay_verdict(owner[i], states[i])
+
+    cdef void _replay_verdict(self, Py_ssize_t i, uint8_t state) noexcept nogil:
+        """Item i's verdict from its replay state (the one mapping of both paths):
+        seen before is REPLAYED; no room, or a store that could not answer, BUSY."""
+        if state == ESC_REPLAY_SEEN:
+            self.verdict[i] = ESC_REPLAYED
+        elif state == ESC_REPLAY_NO_ROOM or state == _STORE_UNAVAILABLE:
+            self.verdict[i] = ESC_BUSY
 
     def replay_candidates(self, uint64_t horizon_ms):
         """(idx intp (m,), keys uint8 (m, 32), expires uint64 (m,)) of the items still
@@ -420,9 +425,5 @@ cdef class VerifyBatch:
                 raise IndexError(ip[j])
         for j in range(m):
             i = ip[j]
-            if self.verdict[i] != 0:
-                continue
-            if sp[j] == ESC_REPLAY_SEEN:
-                self.verdict[i] = ESC_REPLAYED
-            elif sp[j] == ESC_REPLAY_NO_ROOM or sp[j] == _STORE_UNAVAILABLE:
-                self.verdict[i] = ESC_BUSY
+            if self.verdict[i] == 0:
+                self._replay_verdict(i, sp[j])

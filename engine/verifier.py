@@ -162,7 +162,8 @@ class Verifier:
         for i in batch.with_verdicts(_WITH_REASON):
             code = batch.verdict_of(i)
             if code == Verdict.REVOCATION_DATA_STALE:
-                reasons[i] = stale_reason or "revocation data stale"
+                assert stale_reason is not None  # only the revocation stage above gives it
+                reasons[i] = stale_reason
             elif code == Verdict.BUSY:
                 reasons[i] = "replay store unavailable" if i in unavailable else "replay cache full"
             else:

@@ -18,9 +18,9 @@ SERVER_LOOPS = ("uvloop", "asyncio")
 
 
 def _loops_under_test() -> list[str]:
-    # Taken out of the environment: the servers the tests start as subprocesses read
-    # every ESSC_* variable as a setting, and would refuse this one (no section "test").
-    raw = os.environ.pop("ESSC_TEST_LOOPS", "") or ",".join(SERVER_LOOPS)  # empty: unset
+    # Servers the tests start inherit the variable; their configuration leaves it
+    # alone (engine.server.config.NOT_SETTINGS).
+    raw = os.environ.get("ESSC_TEST_LOOPS", "") or ",".join(SERVER_LOOPS)  # empty: unset
     loops = [name.strip() for name in raw.split(",") if name.strip()]
     unknown = sorted(set(loops) - set(SERVER_LOOPS))
     if unknown or not loops:

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from replay_model import model_states as _model_states
 
 from engine import _core
 from engine.replay import FRESH, NO_ROOM, REPLAYED, MemoryReplayCache
@@ -88,20 +89,6 @@ def _batch(rng, pool, now, n, horizon):
     if n > 1 and rng.random() < 0.3:
         keys[rng.randrange(n)] = keys[0]  # the same key twice in one call
     return keys, [now + rng.randrange(1, horizon) for _ in keys]
-
-
-def _model_states(model, keys, expires, now, capacity):
-    want, live = [], sum(v >= now for v in model.values())
-    for k, e in zip(keys, expires):
-        if model.get(k, -1) >= now:
-            want.append(REPLAYED)
-        elif live >= capacity:
-            want.append(NO_ROOM)
-        else:
-            model[k] = e  # replaces an expired record, if any
-            live += e >= now
-            want.append(FRESH)
-    return want
 
 
 def test_model_through_many_migrations_with_expiry_and_jumps():

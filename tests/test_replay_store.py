@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from replay_model import model_states
 
 from engine import replay
 from engine.formats.credentials import Presentation
@@ -24,23 +25,14 @@ class DictReplayStore:
 
     def __init__(self, capacity: int = 1 << 30):
         self.capacity = capacity
-        self.expiry: dict[bytes, int] = {}
+        self.model: dict[bytes, int] = {}
         self.calls: list[tuple[list[bytes], list[int], int]] = []
 
     def check_and_record(self, keys, expires_ms, now_ms):
         rows = [bytes(k) for k in np.asarray(keys, dtype=np.uint8)]
-        self.calls.append((rows, [int(e) for e in expires_ms], now_ms))
-        self.expiry = {k: e for k, e in self.expiry.items() if e > now_ms}
-        out = []
-        for key, exp in zip(rows, expires_ms):
-            if key in self.expiry:
-                out.append(replay.REPLAYED)
-            elif len(self.expiry) >= self.capacity:
-                out.append(replay.NO_ROOM)
-            else:
-                self.expiry[key] = int(exp)
-                out.append(replay.FRESH)
-        return out
+        expires = [int(e) for e in expires_ms]
+        self.calls.append((rows, expires, now_ms))
+        return model_states(self.model, rows, expires, now_ms, self.capacity)
 
 
 class Delegating:

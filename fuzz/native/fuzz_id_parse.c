@@ -88,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
-    /* Cut after the first newline past the middle: two chunks, as revocation_input
+    /* Cut after the first newline past the middle: two chunks, as engine.revocation.input
      * reads a large file. */
     const uint8_t *nl = memchr(text + len / 2, '\n', len - len / 2);
     if (nl) {
