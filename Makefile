@@ -11,7 +11,7 @@ DEMO   ?= demo
 CORE_CYTHON  := $(wildcard engine/_core.pyx engine/_core.pxd engine/_core_*.pxi engine/includes/*.pxd)
 CORE_SOURCES := $(CORE_CYTHON) $(wildcard engine/native/*.[ch] engine/native/*/*.[ch]) setup.py
 
-.PHONY: run test lint build bench bench-quick clean
+.PHONY: run test lint build bench bench-quick clean packages
 
 # The environment: a venv with the build tools, then the project in editable mode
 # with its test and benchmark extras.
@@ -28,6 +28,13 @@ $(VENV)/.core-built: $(VENV)/.installed $(CORE_SOURCES)
 
 build: $(VENV)/.core-built
 
+# The real servers the fleet runs on and its tests start (Debian packages, installed
+# where missing; tests/realservers.py says what a machine without them lacks).
+FLEET_PACKAGES := redis-server redis-tools haproxy
+packages:
+	@bash scripts/require-packages.sh $(FLEET_PACKAGES) || \
+		echo "make: $(FLEET_PACKAGES) could not be installed: the fleet tests will say so" >&2
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check engine loadgen bench tests fuzz setup.py
 	$(VENV)/bin/ruff format --check engine loadgen bench tests fuzz setup.py
@@ -36,7 +43,7 @@ lint: $(VENV)/.installed
 
 # pytest exits 5 when it collected nothing: for this suite that means something is
 # broken, so it is reported as such rather than passed over.
-test: build lint
+test: build lint packages
 	@$(VPY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
