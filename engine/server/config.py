@@ -69,6 +69,15 @@ class ServerSection:
     tls_cert: str = ""  # PEM certificate chain; TLS is on when set
     tls_key: str = ""  # PEM private key
     tls_client_ca: str = ""  # PEM CA bundle: when set, clients must present a certificate
+    # Event-loop processes sharing the port (SO_REUSEPORT) under one supervisor; 0: one
+    # per core.  1: the process serves by itself, no supervisor.
+    processes: int = 1
+    # Balancer addresses (IPs or CIDR blocks) whose connections start with a PROXY
+    # protocol v2 header naming the real client; connections from elsewhere must not.
+    proxy_protocol_from: list[str] = dataclasses.field(default_factory=list)
+    # HAProxy agent-check port: answers "up ready" while serving, "drain" while
+    # draining (so the balancer stops sending before the listener closes); 0: off.
+    agent_port: int = 0
 
 
 @dataclasses.dataclass
@@ -110,6 +119,21 @@ class VerificationSection:
 
 
 @dataclasses.dataclass
+class ReplaySection:
+    # The shared one-time-nonce store of a fleet (docs/OPERATIONS.md, "Shared replay
+    # store"): redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or unix://PATH.
+    # Empty (and no cluster nodes): nonces are remembered in this process only.
+    redis_url: str = ""
+    # Redis Cluster seed nodes, HOST:PORT each (instead of redis_url).
+    redis_cluster_nodes: list[str] = dataclasses.field(default_factory=list)
+    # A store round trip not answered within this: BUSY (replay_store_unavailable).
+    redis_timeout_ms: float = 50.0
+    # A retry of an accepted presentation by the relying party that got the answer is
+    # answered with the original verdict and "repeat": true (docs/PROTOCOL.md).
+    safe_retries: bool = True
+
+
+@dataclasses.dataclass
 class MetricsSection:
     host: str = "127.0.0.1"
     port: int = 9700  # Prometheus exposition; 0: off
@@ -133,6 +157,7 @@ class Config:
     trust: TrustSection = dataclasses.field(default_factory=TrustSection)
     revocation: RevocationSection = dataclasses.field(default_factory=RevocationSection)
     verification: VerificationSection = dataclasses.field(default_factory=VerificationSection)
+    replay: ReplaySection = dataclasses.field(default_factory=ReplaySection)
     metrics: MetricsSection = dataclasses.field(default_factory=MetricsSection)
     reload: ReloadSection = dataclasses.field(default_factory=ReloadSection)
     log: LogSection = dataclasses.field(default_factory=LogSection)
@@ -176,7 +201,14 @@ class Config:
             raise ConfigError(
                 "batching.latency_budget_ms and batching.threads must not be negative"
             )
-        if not 0 <= s.port <= 65535 or not 0 <= self.metrics.port <= 65535:
+        if s.processes < 0:
+            raise ConfigError(f"server.processes must not be negative, got {s.processes}")
+        r = self.replay
+        if r.redis_url and r.redis_cluster_nodes:
+            raise ConfigError("replay.redis_url and replay.redis_cluster_nodes: one or the other")
+        if r.redis_timeout_ms <= 0:
+            raise ConfigError(f"replay.redis_timeout_ms must be positive, got {r.redis_timeout_ms}")
+        if not all(0 <= p <= 65535 for p in (s.port, self.metrics.port, s.agent_port)):
             raise ConfigError("ports must be within 0..65535")
         if not self.trust.trust_list or not self.trust.root_public_key:
             raise ConfigError("trust.trust_list and trust.root_public_key are required")

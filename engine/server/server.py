@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
 from engine import __version__, _core
-from engine.replay import MemoryReplayCache
+from engine.replay import MemoryReplayCache, ReplayStore
 from engine.revocation.source import CARD, CREDENTIAL, RevocationSource
 from engine.server import logs
 from engine.server.admission import Admission, connection_limit
@@ -66,8 +66,10 @@ class Server:
         *,
         clock: Callable[[], float] = time.time,
         revocation: RevocationSource | None = None,
+        replay: ReplayStore | None = None,
     ):
-        """``revocation`` replaces the store named by the configuration (tests, embedding)."""
+        """``revocation`` and ``replay`` replace the stores named by the configuration
+        (tests, embedding, a supervisor's table shared by its workers)."""
         self.cfg = cfg.validate()
         self.clock = clock
         root_public_key, trust = open_trust(cfg)
@@ -76,7 +78,7 @@ class Server:
         self.verifier = Verifier(
             trust,
             revocation=revocation if revocation is not None else open_revocation(cfg),
-            replay=MemoryReplayCache(v.replay_capacity),
+            replay=replay if replay is not None else MemoryReplayCache(v.replay_capacity),
             config=VerifierConfig(
                 freshness_ms=v.freshness_ms,
                 skew_ms=v.skew_ms,
