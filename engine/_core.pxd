@@ -39,6 +39,7 @@ cdef class VerifyBatch:
     cdef size_t *lens
     cdef esc_parsed *parsed  # written by check
     cdef uint8_t *verdict
+    cdef uint8_t *repeat  # 1: OK again for the relying party that got it (safe retry)
     cdef Py_ssize_t n, cap
     cdef bint checked
 

@@ -17,6 +17,7 @@ from engine.includes.replay_table cimport (
     esc_replay_free,
     esc_replay_init,
     esc_replay_live,
+    esc_replay_seen,
 )
 from engine.includes.verdicts cimport (
     ESC_BAD_HOLDER_SIGNATURE,
@@ -59,10 +60,14 @@ VERDICT_CODES = {
     "BUSY": ESC_BUSY,
 }
 
-# The states set_replay_states takes: those of ReplayTable.check_and_record, and one a
-# replay store outside the process adds (it could not be asked).
+# The states set_replay_states takes: those of ReplayTable.check_and_record, and those a
+# replay store outside the process adds (engine/replay.py): it could not be asked; the
+# key was recorded before for the same relying party (a safe retry: OK again, marked
+# repeat); the key is refused under the lost-store rule (REPLAYED).
 cdef enum:
     _STORE_UNAVAILABLE = 3
+    _STORE_REPEAT = 4
+    _STORE_LOST = 5
 
 # esc_parsed.verdict of an item the check stage ran out of memory on.
 cdef enum:
@@ -72,7 +77,8 @@ cdef enum:
 cdef class ReplayTable:
     """One-time nonces: 32-byte keys (serial + nonce) remembered until they expire.
 
-    ``check_and_record(keys, expires_ms, now_ms)`` gives, for each key in order,
+    ``check_and_record(keys, expires_ms, now_ms, tags=None)`` gives, for each key in
+    order (tags are ignored: this table keeps none),
     0 (fresh, now recorded), 1 (seen before and not expired) or 2 (no room: the table
     holds ``capacity`` live keys; nothing live is ever forgotten to make room).
     """
@@ -88,7 +94,7 @@ cdef class ReplayTable:
     def __dealloc__(self):
         esc_replay_free(&self.table)
 
-    def check_and_record(self, keys, expires_ms, uint64_t now_ms):
+    def check_and_record(self, keys, expires_ms, uint64_t now_ms, tags=None):
         cdef _Column col = _Column(keys, "keys")
         cdef Py_ssize_t i, n = col.n
         cdef cnp.ndarray exp = np.ascontiguousarray(expires_ms, dtype=np.uint64)
@@ -102,6 +108,20 @@ cdef class ReplayTable:
             esc_replay_check(&self.table, col.ptrs, <const uint64_t *>cnp.PyArray_DATA(exp),
                              <size_t>n, now_ms, <uint8_t *>cnp.PyArray_DATA(states))
         return states.tolist()
+
+    def seen(self, keys, uint64_t now_ms):
+        """For each 32-byte key, whether it has a live record (a bool array); records
+        nothing: the look-up of a first-level filter."""
+        cdef _Column col = _Column(keys, "keys")
+        cdef Py_ssize_t i, n = col.n
+        for i in range(n):
+            if col.lens[i] != 32:
+                raise ValueError(f"keys[{i}]: expected 32 bytes, got {col.lens[i]}")
+        cdef cnp.ndarray out = np.zeros(n, dtype=np.uint8)
+        with nogil:
+            esc_replay_seen(&self.table, col.ptrs, <size_t>n, now_ms,
+                            <uint8_t *>cnp.PyArray_DATA(out))
+        return out.astype(bool)
 
     def live(self, uint64_t now_ms):
         """Keys not expired at ``now_ms``."""
@@ -161,6 +181,7 @@ cdef class VerifyBatch:
         free(self.lens)
         free(self.parsed)
         free(self.verdict)
+        free(self.repeat)
 
     def __len__(self):
         return self.n
@@ -174,9 +195,11 @@ cdef class VerifyBatch:
         self.lens = <size_t *>_grow(self.lens, cap * sizeof(size_t))
         self.parsed = <esc_parsed *>_grow(self.parsed, cap * sizeof(esc_parsed))
         self.verdict = <uint8_t *>_grow(self.verdict, cap)
+        self.repeat = <uint8_t *>_grow(self.repeat, cap)
         # Items are only added before check, which writes every verdict: zeros here
         # make the verdicts read before it "not failed yet", never stale memory.
         memset(self.verdict + self.cap, 0, cap - self.cap)
+        memset(self.repeat + self.cap, 0, cap - self.cap)
         self.cap = cap
         return 0
 
@@ -245,6 +268,12 @@ cdef class VerifyBatch:
             if wanted[self.verdict[i]]:
                 out.append(i)
         return out
+
+    def repeats(self):
+        """Indices (intp) of the OK items answered as a repeat (a safe retry)."""
+        cdef Py_ssize_t i
+        return np.array([i for i in range(self.n) if self.repeat[i] and self.verdict[i] == 0],
+                        dtype=np.intp)
 
     def verdict_of(self, Py_ssize_t i):
         if not 0 <= i < self.n:
@@ -381,8 +410,10 @@ cdef class VerifyBatch:
     cdef void _replay_verdict(self, Py_ssize_t i, uint8_t state) noexcept nogil:
         """Item i's verdict from its replay state (the one mapping of both paths):
         seen before is REPLAYED; no room, or a store that could not answer, BUSY."""
-        if state == ESC_REPLAY_SEEN:
+        if state == ESC_REPLAY_SEEN or state == _STORE_LOST:
             self.verdict[i] = ESC_REPLAYED
+        elif state == _STORE_REPEAT:
+            self.repeat[i] = 1
         elif state == ESC_REPLAY_NO_ROOM or state == _STORE_UNAVAILABLE:
             self.verdict[i] = ESC_BUSY
 
@@ -403,9 +434,10 @@ cdef class VerifyBatch:
     def set_replay_states(self, idx, states):
         """The replay store's answers for the items at ``idx`` (replay_candidates'):
         0 fresh (no change), 1 replayed (REPLAYED), 2 no room or 3 store unavailable
-        (BUSY).  Only items still without a verdict change.  Everything is checked
-        before anything changes: an index out of range raises IndexError, a state
-        outside 0-3 or lengths that differ ValueError."""
+        (BUSY), 4 repeat (OK again, marked repeat: a safe retry), 5 refused under the
+        lost-store rule (REPLAYED).  Only items still without a verdict change.
+        Everything is checked before anything changes: an index out of range raises
+        IndexError, a state outside 0-5 or lengths that differ ValueError."""
         cdef cnp.ndarray ia = np.asarray(idx, dtype=np.intp)
         cdef cnp.ndarray sa = np.asarray(states)
         if ia.ndim != 1 or sa.ndim != 1:
@@ -413,8 +445,8 @@ cdef class VerifyBatch:
         if ia.shape[0] != sa.shape[0]:
             raise ValueError(f"idx and states differ in length ({ia.shape[0]}, {sa.shape[0]})")
         if sa.shape[0] and (sa.dtype.kind not in "iu" or sa.min() < 0
-                            or sa.max() > _STORE_UNAVAILABLE):
-            raise ValueError("replay states must be integers 0-3")
+                            or sa.max() > _STORE_LOST):
+            raise ValueError("replay states must be integers 0-5")
         ia = np.ascontiguousarray(ia)
         sa = np.ascontiguousarray(sa, dtype=np.uint8)
         cdef Py_ssize_t *ip = <Py_ssize_t *>cnp.PyArray_DATA(ia)

@@ -188,7 +188,9 @@ cdef class RequestBatch(VerifyBatch):
                 res[i].reason = NULL
                 res[i].reason_len = 0
                 res[i].claims = NULL
+                res[i].repeat = 0
                 if self.verdict[i] == ESC_OK:
+                    res[i].repeat = self.repeat[i]
                     o = &self.parsed[i]
                     d = self.ptrs[i]
                     cl[i].card_number = d + o.card

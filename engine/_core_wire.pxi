@@ -70,16 +70,18 @@ cdef bytes _wire_ascii(value, Py_ssize_t size):
 
 
 cdef int _wire_fill(item, esc_result *r, esc_claims *c, list keep) except -1:
-    """One (verdict, reason, claims) tuple into r (and c); keep holds the bytes alive.
+    """One (verdict, reason, claims) or (verdict, reason, claims, repeat) tuple into r
+    (and c); keep holds the bytes alive.
 
     claims: (card_number, region, channel, issuer, serial, purpose 1-4,
     presented_at_ms, valid_until), or None."""
     cdef bytes b
-    verdict, reason, claims = item
+    verdict, reason, claims = item[:3]
     r.verdict = verdict
     r.reason = NULL
     r.reason_len = 0
     r.claims = NULL
+    r.repeat = 1 if len(item) > 3 and item[3] else 0
     if reason is not None:
         b = reason.encode("utf-8")
         keep.append(b)
@@ -140,14 +142,16 @@ cdef object _wire_encode(uint64_t rid, list results, bint is_batch, object cap, 
         free(out)
 
 
-def _wire_encode_verify_response(uint64_t rid, verdict, reason, claims, cap=None):
+def _wire_encode_verify_response(uint64_t rid, verdict, reason, claims, repeat=False,
+                                 cap=None):
     """The verify response frame (bytes), or None when the encoder returns 0 (cap: the
     room given to it; default: esc_response_bound)."""
-    return _wire_encode(rid, [(verdict, reason, claims)], False, cap, False)
+    return _wire_encode(rid, [(verdict, reason, claims, repeat)], False, cap, False)
 
 
 def _wire_encode_batch_response(uint64_t rid, list results, cap=None):
-    """The verify_batch response frame of (verdict, reason, claims) tuples, or None."""
+    """The verify_batch response frame of (verdict, reason, claims[, repeat]) tuples, or
+    None."""
     return _wire_encode(rid, results, True, cap, False)
 
 

@@ -30,17 +30,29 @@ FRESH = 0  # not seen before: now recorded until its expiry
 REPLAYED = 1  # recorded before (earlier in this call, or in an earlier one) and not expired
 NO_ROOM = 2  # not recorded: the store is full of live keys (the verifier answers BUSY)
 UNAVAILABLE = 3  # not recorded: the store could not be asked (BUSY: fail closed, retry)
-STATES = (FRESH, REPLAYED, NO_ROOM, UNAVAILABLE)
+# Recorded before with this call's tag: the same relying party retrying the same
+# presentation (OK again, marked repeat: docs/PROTOCOL.md, "Safe retries").
+REPEAT = 4
+# Refused under the lost-store rule: the store lost nonces, and this presentation is
+# old enough to have been accepted before the loss (REPLAYED; engine.redis_replay).
+LOST = 5
+STATES = (FRESH, REPLAYED, NO_ROOM, UNAVAILABLE, REPEAT, LOST)
 
 
 class ReplayStore(Protocol):
     def check_and_record(
-        self, keys: npt.NDArray[np.uint8], expires_ms: npt.NDArray[np.uint64], now_ms: int
+        self,
+        keys: npt.NDArray[np.uint8],
+        expires_ms: npt.NDArray[np.uint64],
+        now_ms: int,
+        tags: Sequence[bytes] | None = None,
     ) -> Sequence[int]:
         """For each 32-byte key (a row of ``keys``, shape (n, 32)) in order, one of
         ``STATES``; a FRESH key stays recorded until ``expires_ms`` of its row (unix
-        ms).  A store that cannot answer says UNAVAILABLE for the keys concerned
-        rather than raising."""
+        ms).  ``tags`` (one per key, or None) say who is asking: a store with safe
+        retries records a key's tag and answers REPEAT to the same tag later; others
+        ignore them.  A store that cannot answer says UNAVAILABLE for the keys
+        concerned rather than raising."""
         ...
 
 
@@ -50,5 +62,6 @@ class MemoryReplayCache(_core.ReplayTable):
 
     The verifier hands it a batch without leaving C (``VerifyBatch.replay``); through
     ``check_and_record`` (the ReplayStore interface) it answers FRESH, REPLAYED or
-    NO_ROOM, never UNAVAILABLE.  ``live(now_ms)``: how many keys are remembered.
+    NO_ROOM, never UNAVAILABLE; it keeps no tags (``tags`` is ignored), so it
+    never answers REPEAT.  ``live(now_ms)``: how many keys are remembered.
     """

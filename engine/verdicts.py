@@ -44,11 +44,14 @@ class Result(NamedTuple):
     verdict: Verdict
     reason: str | None = None  # what exactly failed; never personal data
     claims: dict[str, Any] | None = None  # on OK only
+    # OK again for the relying party that got this presentation's OK before: a safe
+    # retry of a lost answer (docs/PROTOCOL.md, "Safe retries").
+    repeat: bool = False
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> Result:
         """From a result map of the protocol (docs/PROTOCOL.md)."""
-        return cls(Verdict(m["verdict"]), m.get("reason"), m.get("claims"))
+        return cls(Verdict(m["verdict"]), m.get("reason"), m.get("claims"), m.get("repeat") is True)
 
 
 MEANINGS: dict[Verdict, str] = {

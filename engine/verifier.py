@@ -18,6 +18,7 @@ items in order, exactly as one-by-one calls would.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,6 +73,7 @@ _WITH_REASON = np.array(
         Verdict.CHANNEL_REVOKED,
         Verdict.STALE,
         Verdict.REVOCATION_DATA_STALE,
+        Verdict.REPLAYED,
         Verdict.BUSY,
     ],
     dtype=np.uint8,
@@ -122,19 +124,38 @@ class Verifier:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def verify(self, presentations: Sequence[bytes], now_ms: int | None = None) -> list[Result]:
+    def verify(
+        self,
+        presentations: Sequence[bytes],
+        now_ms: int | None = None,
+        *,
+        party: bytes | None = None,
+    ) -> list[Result]:
+        """``party``: who is asking (relying_party()), for a store with safe retries."""
         batch = _core.VerifyBatch(presentations)
-        reasons = self.run(batch, now_ms)
+        parties = None if party is None else [party] * len(presentations)
+        reasons = self.run(batch, now_ms, parties=parties)
+        repeats = set(batch.repeats().tolist())
         results = []
         for i, code in enumerate(batch.verdicts().tolist()):
             if code == 0:
-                results.append(Result(Verdict.OK, None, _claims(batch.fields(i))))
+                results.append(Result(Verdict.OK, None, _claims(batch.fields(i)), i in repeats))
             else:
                 results.append(Result(_VERDICTS[code], reasons.get(i)))
         return results
 
-    def run(self, batch: _core.VerifyBatch, now_ms: int | None = None) -> dict[int, str]:
-        """Every stage over ``batch``; returns the reason texts of the items that have one."""
+    def run(
+        self,
+        batch: _core.VerifyBatch,
+        now_ms: int | None = None,
+        *,
+        parties: Sequence[bytes] | None = None,
+    ) -> dict[int, str]:
+        """Every stage over ``batch``; returns the reason texts of the items that have one.
+
+        ``parties[i]``: the relying party that sent item i (``relying_party``); with a
+        replay store that does safe retries, the same party sending the same accepted
+        presentation again gets OK again, marked repeat."""
         now_ms = self.now_ms() if now_ms is None else now_ms
         (trust, table), revocation, cfg = self._trust, self.revocation, self.config
         batch.check(table, now_ms, cfg.freshness_ms, cfg.skew_ms, cfg.threads)
@@ -157,7 +178,9 @@ class Verifier:
                     # (whatever revocation_fail_open says) until a reload replaces it.
                     stale_reason = "revocation data unreadable"
                     batch.set_verdict(idx, Verdict.REVOCATION_DATA_STALE)
-        unavailable = self._replay_stage(batch, now_ms, cfg.freshness_ms + cfg.skew_ms)
+        unavailable, lost = self._replay_stage(
+            batch, now_ms, cfg.freshness_ms + cfg.skew_ms, parties
+        )
         reasons: dict[int, str] = {}
         for i in batch.with_verdicts(_WITH_REASON):
             code = batch.verdict_of(i)
@@ -166,6 +189,9 @@ class Verifier:
                 reasons[i] = stale_reason
             elif code == Verdict.BUSY:
                 reasons[i] = "replay store unavailable" if i in unavailable else "replay cache full"
+            elif code == Verdict.REPLAYED:
+                if i in lost:
+                    reasons[i] = "made before the replay store lost its data: present a new one"
             else:
                 reason = _reason(
                     code, batch.detail(i), batch.fields(i), batch.presentation(i), trust, now_ms
@@ -174,22 +200,58 @@ class Verifier:
                     reasons[i] = reason
         return reasons
 
-    def _replay_stage(self, batch: _core.VerifyBatch, now_ms: int, horizon_ms: int) -> set[int]:
+    def _replay_stage(
+        self,
+        batch: _core.VerifyBatch,
+        now_ms: int,
+        horizon_ms: int,
+        parties: Sequence[bytes] | None,
+    ) -> tuple[set[int], set[int]]:
         """The last stage, through the ReplayStore seam; returns the items the store
-        could not answer for (BUSY, "replay store unavailable")."""
+        could not answer for (BUSY, "replay store unavailable") and those it refused
+        under the lost-store rule (REPLAYED)."""
         store = self.replay
         if isinstance(store, _core.ReplayTable):
             # The in-process table: keys, check and verdicts without leaving C.
             batch.replay(store, now_ms, horizon_ms)
-            return set()
+            return set(), set()
         idx, keys, expires = batch.replay_candidates(horizon_ms)
         if not len(idx):
-            return set()
-        states = np.asarray(store.check_and_record(keys, expires, now_ms), dtype=np.uint8)
+            return set(), set()
+        tags = None
+        if parties is not None and getattr(store, "safe_retries", False):
+            tags = [_retry_tag(parties[i], batch.presentation(i)) for i in idx.tolist()]
+        # Tags only to a store that does safe retries: any other keeps its 3 arguments.
+        answer = (
+            store.check_and_record(keys, expires, now_ms)
+            if tags is None
+            else store.check_and_record(keys, expires, now_ms, tags)
+        )
+        states = np.asarray(answer, dtype=np.uint8)
         if states.shape != idx.shape:
             raise ValueError(f"the replay store answered {states.size} states for {idx.size} keys")
         batch.set_replay_states(idx, states)
-        return set(idx[states == replay_states.UNAVAILABLE].tolist())
+        return (
+            set(idx[states == replay_states.UNAVAILABLE].tolist()),
+            set(idx[states == replay_states.LOST].tolist()),
+        )
+
+
+def relying_party(
+    identity: bytes = b"", merchant_id: str | None = None, terminal_id: str | None = None
+) -> bytes:
+    """Who a verify request came from, for safe retries: the network's mutual-TLS
+    identity (a certificate digest; empty without one) and the ids its context
+    claims.  Length-prefixed, so no two different triples read the same."""
+    parts = (identity, (merchant_id or "").encode(), (terminal_id or "").encode())
+    return b"".join(len(p).to_bytes(2, "big") + p for p in parts)
+
+
+def _retry_tag(party: bytes, presentation: bytes) -> bytes:
+    """What the store keeps with a nonce: 16 bytes binding the relying party to the
+    exact presentation it got OK for (a different presentation under the same nonce,
+    or the same one from anyone else, is REPLAYED)."""
+    return hashlib.blake2b(party + presentation, digest_size=16).digest()
 
 
 def _claims(f: _core.PresentationFields | None) -> dict[str, Any]:

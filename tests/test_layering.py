@@ -17,7 +17,7 @@ FLOORS = [
     {"engine.errors", "engine.verdicts", "engine._core"},
     {"engine.formats"},
     {"engine.revocation", "engine.wire", "engine.sigverify", "engine.replay"},
-    {"engine.verifier"},
+    {"engine.verifier", "engine.redis_replay"},
     {"engine.server", "engine.tools"},
     {"engine.cli"},
     {"engine.__main__"},

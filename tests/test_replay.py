@@ -299,7 +299,7 @@ def test_set_replay_states(stage, now_s):
     assert before == [0, 0, 0, 0, Verdict.CARD_REVOKED]
 
     for idx, states, error in [
-        ([0], [4], ValueError),  # not a state
+        ([0], [6], ValueError),  # not a state
         ([0, 1], [1, -1], ValueError),
         ([0], [1.0], ValueError),
         ([0], ["1"], ValueError),
@@ -323,6 +323,18 @@ def test_set_replay_states(stage, now_s):
     ]
     batch.set_replay_states([1, 2], [2, 1])  # only items still without a verdict change
     assert batch.verdicts().tolist()[1:3] == [Verdict.REPLAYED, Verdict.BUSY]
+    assert batch.repeats().tolist() == []
+
+
+def test_set_replay_states_repeat_and_lost(stage, now_s):
+    """4: a safe retry (OK again, marked repeat); 5: the lost-store rule (REPLAYED)."""
+    checked, _, pool = stage
+    ok = pool[BUILDABLE.index(Verdict.OK) * 5 :][:4]
+    batch = checked(ok, now_s * 1000)
+    batch.set_verdict([3], Verdict.CARD_REVOKED)
+    batch.set_replay_states([0, 1, 2, 3], [4, 5, 0, 4])
+    assert batch.verdicts().tolist() == [0, Verdict.REPLAYED, 0, Verdict.CARD_REVOKED]
+    assert batch.repeats().tolist() == [0]  # a decided item is never a repeat
 
 
 def test_the_replay_stage_runs_after_the_check():

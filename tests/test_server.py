@@ -449,11 +449,11 @@ def test_a_failing_batch_answers_internal_error_and_the_server_goes_on(start_ser
     real_run = srv.server.verifier.run
     calls = []
 
-    def run_once_broken(batch, now_ms=None):
+    def run_once_broken(batch, now_ms=None, **kwargs):
         calls.append(len(batch))
         if len(calls) == 1:
             raise RuntimeError("injected failure")
-        return real_run(batch, now_ms)
+        return real_run(batch, now_ms, **kwargs)
 
     srv.server.verifier.run = run_once_broken
 

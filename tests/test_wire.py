@@ -617,7 +617,7 @@ reasons = st.one_of(
     ),
 )
 verdicts = st.one_of(st.integers(0, 15), st.sampled_from([127, 128, 255]))
-results = st.tuples(verdicts, reasons, st.none() | claims_tuples)
+results = st.tuples(verdicts, reasons, st.none() | claims_tuples, st.booleans())
 
 
 def claims_dict(t):
@@ -636,12 +636,14 @@ def claims_dict(t):
     }
 
 
-def ref_verify(rid, verdict, reason, claims):
-    return proto.verify_response(rid, verdict, reason, claims_dict(claims))
+def ref_verify(rid, verdict, reason, claims, repeat=False):
+    return proto.verify_response(rid, verdict, reason, claims_dict(claims), repeat)
 
 
 def ref_batch(rid, rs):
-    return proto.batch_response(rid, [proto.result_map(v, r, claims_dict(c)) for v, r, c in rs])
+    return proto.batch_response(
+        rid, [proto.result_map(v, r, claims_dict(c), *rest) for v, r, c, *rest in rs]
+    )
 
 
 @SETTINGS

@@ -15,5 +15,7 @@ cdef extern from "native/replay_table.h" nogil:
                          const uint64_t *expires_ms, size_t n, uint64_t now_ms,
                          uint8_t *states)
     size_t esc_replay_live(esc_replay_table *t, uint64_t now_ms)
+    void esc_replay_seen(esc_replay_table *t, const uint8_t *const *keys, size_t n,
+                         uint64_t now_ms, uint8_t *seen)
     void esc_replay_budgets(size_t n, size_t *move, size_t *count)
     void esc_replay_debug(esc_replay_table *t, size_t out[6])

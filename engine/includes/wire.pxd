@@ -27,6 +27,7 @@ cdef extern from "native/wire.h" nogil:
         const char *reason
         size_t reason_len
         const esc_claims *claims
+        uint8_t repeat
     size_t esc_response_bound(const esc_result *results, size_t n, int is_batch)
     size_t esc_encode_verify_response(uint8_t *out, size_t cap, uint64_t id,
                                       const esc_result *r)

@@ -349,6 +349,41 @@ size_t esc_replay_live(esc_replay_table *t, uint64_t now_ms)
     return live;
 }
 
+/* Whether key has a live record (in the new table first: the newest record wins). */
+static int seen_one(const esc_replay_table *t, const uint8_t *key, uint64_t now_ms)
+{
+    uint64_t h = hash(t, key);
+    size_t j = (size_t)h & t->mask;
+    for (;; j = (j + 1) & t->mask) {
+        const esc_replay_slot *s = &t->slots[j];
+        if (s->expires_ms == 0)
+            break;
+        if (memcmp(s->key, key, 32) == 0)
+            return s->expires_ms >= now_ms;
+    }
+    if (t->old != NULL) {
+        size_t k = (size_t)h & t->old_mask;
+        for (;; k = (k + 1) & t->old_mask) {
+            const esc_replay_slot *s = &t->old[k];
+            if (s->expires_ms == 0)
+                break;
+            if (memcmp(s->key, key, 32) == 0)
+                return s->expires_ms >= now_ms;
+        }
+    }
+    return 0;
+}
+
+void esc_replay_seen(esc_replay_table *t, const uint8_t *const *keys, size_t n,
+                     uint64_t now_ms, uint8_t *seen)
+{
+    size_t i;
+    pthread_mutex_lock(&t->lock);
+    for (i = 0; i < n; i++)
+        seen[i] = (uint8_t)seen_one(t, keys[i], now_ms);
+    pthread_mutex_unlock(&t->lock);
+}
+
 void esc_replay_debug(esc_replay_table *t, size_t out[6])
 {
     pthread_mutex_lock(&t->lock);

@@ -89,6 +89,11 @@ int esc_replay_check(esc_replay_table *t, const uint8_t *const *keys, const uint
 /* Entries not expired at now_ms (a scan of every slot: for tests and diagnostics). */
 size_t esc_replay_live(esc_replay_table *t, uint64_t now_ms);
 
+/* seen[i] = 1 where keys[i] has a live record at now_ms, else 0; records nothing and
+ * does no upkeep (a look-up for a first-level filter in front of a shared store). */
+void esc_replay_seen(esc_replay_table *t, const uint8_t *const *keys, size_t n,
+                     uint64_t now_ms, uint8_t *seen);
+
 /* The most old slots one check of n keys migrates, and the most slots it counts. */
 void esc_replay_budgets(size_t n, size_t *move, size_t *count);
 

@@ -439,11 +439,13 @@ static size_t result_fields_size(const esc_result *r) {
         n = sat_add(n, sat_add(KEY_SIZE("reason"), str_size(r->reason_len)));
     if (r->claims)
         n = sat_add(n, sat_add(KEY_SIZE("claims"), claims_size(r->claims)));
+    if (r->repeat)
+        n = sat_add(n, KEY_SIZE("repeat") + 1);
     return n;
 }
 
 static inline size_t result_entries(const esc_result *r) {
-    return 1 + (r->reason && r->reason_len) + (r->claims != NULL);
+    return 1 + (r->reason && r->reason_len) + (r->claims != NULL) + (r->repeat != 0);
 }
 
 static size_t verify_payload_size(uint64_t id, const esc_result *r) {
@@ -567,6 +569,10 @@ static uint8_t *put_result_fields(uint8_t *o, const esc_result *r) {
     if (r->claims) {
         o = PUT_KEY(o, "claims");
         o = put_claims(o, r->claims);
+    }
+    if (r->repeat) {
+        o = PUT_KEY(o, "repeat");
+        *o++ = 0xc3; /* true */
     }
     return o;
 }

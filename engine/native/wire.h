@@ -55,6 +55,7 @@ typedef struct {
      * out an empty reason. */
     const char *reason; size_t reason_len;
     const esc_claims *claims; /* NULL: no "claims" key */
+    uint8_t repeat;           /* 1: "repeat": true after the claims (a safe retry); 0: no key */
 } esc_result;
 
 /* Upper bound of the bytes esc_encode_* write for these results (reasons included):

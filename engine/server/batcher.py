@@ -41,7 +41,7 @@ from engine.server.config import Config
 from engine.server.connection import Connection
 from engine.server.metrics import ServerMetrics
 from engine.verdicts import Verdict
-from engine.verifier import Verifier
+from engine.verifier import Verifier, relying_party
 from engine.wire import protocol as proto
 
 _log = logs.event
@@ -84,7 +84,9 @@ class Batcher:
         self._answer = answer
         # An audit line carries the request's context (merchant and terminal ids): the
         # C parser keeps them too, when asked, so audit logging stays on the fast path.
-        self._keep_contexts = cfg.log.audit
+        # Safe retries key the relying party on its mTLS identity and context ids.
+        self._safe_retries = bool(getattr(verifier.replay, "safe_retries", False))
+        self._keep_contexts = cfg.log.audit or self._safe_retries
         self.in_flight = 0  # presentations admitted, not yet answered
         self.busy_workers = 0  # batches handed to the threads, not yet delivered
         self.draining = False
@@ -319,8 +321,24 @@ class Batcher:
 
     def _process(self, batch: Batch) -> list[tuple[int, bytes, int]]:
         """Every stage, then the responses encoded in C."""
-        reasons = self.verifier.run(batch)
+        parties = self._parties(batch) if self._safe_retries else None
+        reasons = self.verifier.run(batch, parties=parties)
         return batch.encode({i: r.encode() for i, r in reasons.items() if r})
+
+    def _parties(self, batch: Batch) -> list[bytes]:
+        """Each item's relying party: its connection's identity, its request's ids."""
+        out: list[bytes] = []
+        for r in range(batch.requests):
+            slot, _rid, codes = batch.request_verdicts(r)
+            conn = self._connection(slot)
+            ctx = batch.contexts[r] or {}
+            party = relying_party(
+                conn.identity if conn is not None else b"",
+                ctx.get("merchant_id"),
+                ctx.get("terminal_id"),
+            )
+            out.extend([party] * len(codes))
+        return out
 
     # --- answers out (on the loop) ------------------------------------------------------
 

@@ -128,6 +128,7 @@ class ReplaySection:
     redis_cluster_nodes: list[str] = dataclasses.field(default_factory=list)
     # A store round trip not answered within this: BUSY (replay_store_unavailable).
     redis_timeout_ms: float = 50.0
+    redis_tls_ca: str = ""  # PEM CA bundle for rediss:// (empty: the system's)
     # A retry of an accepted presentation by the relying party that got the answer is
     # answered with the original verdict and "repeat": true (docs/PROTOCOL.md).
     safe_retries: bool = True

@@ -58,6 +58,7 @@ class Connection(asyncio.Protocol):
         "handshaking",
         "held",
         "hooks",
+        "identity",
         "in_flight",
         "last_frame",
         "partial_since",
@@ -78,6 +79,9 @@ class Connection(asyncio.Protocol):
         self.last_frame = hooks.loop.time()
         self.partial_since: float | None = None
         self.peer = ""
+        # The client's mutual-TLS identity (SHA-256 of its certificate; empty without
+        # one): whom a safe retry must come from (engine.verifier.relying_party).
+        self.identity = b""
         self.slot = hooks.new_slot()  # how batches name this connection
         self.abort_timer: asyncio.TimerHandle | None = None
         self.handshaking = False  # TLS: accepted, counted, handshake not done yet

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import signal
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
 from engine import __version__, _core
+from engine.redis_replay.store import RedisReplayStore
 from engine.replay import MemoryReplayCache, ReplayStore
 from engine.revocation.source import CARD, CREDENTIAL, RevocationSource
 from engine.server import logs
@@ -75,10 +77,11 @@ class Server:
         root_public_key, trust = open_trust(cfg)
         v = cfg.verification
         use_simd(v.simd)
+        self.metrics = ServerMetrics()
         self.verifier = Verifier(
             trust,
             revocation=revocation if revocation is not None else open_revocation(cfg),
-            replay=replay if replay is not None else MemoryReplayCache(v.replay_capacity),
+            replay=replay if replay is not None else open_replay(cfg, self.metrics, clock),
             config=VerifierConfig(
                 freshness_ms=v.freshness_ms,
                 skew_ms=v.skew_ms,
@@ -88,7 +91,6 @@ class Server:
             ),
             clock=clock,
         )
-        self.metrics = ServerMetrics()
         self.workers = cfg.batching.workers or _core.cpu_count()
         self.admission = Admission(
             cfg.server.max_in_flight,
@@ -164,6 +166,11 @@ class Server:
             self._accepting = self.loop.create_task(self._accept_tls())
             self._tasks.append(self._accepting)
         self.batcher.start(self.loop)
+        store = self.verifier.replay
+        if isinstance(store, RedisReplayStore):
+            # Reached once before serving, off the loop: the first batch pays no connect,
+            # and status shows the store's state from the start.
+            await self.loop.run_in_executor(None, store.connect)
         m = self.cfg.metrics
         if m.port:
             from prometheus_client import start_http_server
@@ -244,6 +251,8 @@ class Server:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
         self.batcher.stop()
+        if isinstance(self.verifier.replay, RedisReplayStore):
+            self.verifier.replay.close()
         _log(logging.INFO, "stopped", unanswered=self.in_flight)
         self._stopped.set()
 
@@ -268,6 +277,7 @@ class Server:
         if conn.handshaking:  # TLS: admitted at accept (_accept_tls), handshake done
             conn.handshaking = False
             conn.last_frame = self.loop.time()
+            conn.identity = _certificate_digest(conn.stream)
             if self.draining or conn.closed:
                 conn.close()
             return
@@ -406,6 +416,7 @@ class Server:
             "in_flight": self.in_flight,
             "in_flight_limit": self.admission.limit,
             "draining": self.draining,
+            "replay_store": _replay_status(self.verifier.replay),
             # CPU seconds: the whole process, and inside native signature verification.
             "cpu_s": round(time.process_time(), 6),
             "native_verify_cpu_s": round(_core.native_cpu_seconds(), 6),
@@ -429,6 +440,41 @@ class Server:
         m.revocation_age.set(0 if store is None else now - store.created_at)
 
 
+def open_replay(cfg: Config, metrics: ServerMetrics, clock: Callable[[], float]) -> ReplayStore:
+    """The replay store the configuration names: the in-process table, or Redis (a
+    server or a Cluster) with a table of this process's in front."""
+    v, r = cfg.verification, cfg.replay
+    if not r.redis_url and not r.redis_cluster_nodes:
+        return MemoryReplayCache(v.replay_capacity)
+    tls = None
+    if r.redis_tls_ca:
+        try:
+            tls = ssl.create_default_context(cafile=r.redis_tls_ca)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"replay.redis_tls_ca: {e}") from None
+    try:
+        return RedisReplayStore(
+            redis_url=r.redis_url,
+            seeds=r.redis_cluster_nodes,
+            timeout_ms=r.redis_timeout_ms,
+            horizon_ms=v.freshness_ms + v.skew_ms,
+            skew_ms=v.skew_ms,
+            safe_retries=r.safe_retries,
+            local=MemoryReplayCache(v.replay_capacity),
+            registry=metrics.registry,
+            tls=tls,
+            clock=clock,
+        )
+    except ValueError as e:
+        raise ConfigError(f"replay: {e}") from None
+
+
+def _replay_status(store: ReplayStore) -> dict[str, Any]:
+    if isinstance(store, RedisReplayStore):
+        return store.status()
+    return {"kind": "memory" if isinstance(store, MemoryReplayCache) else type(store).__name__}
+
+
 def _snapshot_sequence(store: RevocationSource | None) -> int | None:
     """The snapshot's own sequence (``revocation_sequence`` is the newest delta's)."""
     if store is None:
@@ -447,6 +493,13 @@ def _tls_failure(e: BaseException) -> str:
     if isinstance(e, (TimeoutError, asyncio.TimeoutError)) or "longer than" in str(e):
         return "timeout: handshake not completed in time"
     return f"connection: {type(e).__name__}"
+
+
+def _certificate_digest(transport: asyncio.BaseTransport) -> bytes:
+    """SHA-256 of the client's certificate (DER); empty when it presented none."""
+    tls = transport.get_extra_info("ssl_object")
+    der = tls.getpeercert(binary_form=True) if tls is not None else None
+    return hashlib.sha256(der).digest() if der else b""
 
 
 def _subject(transport: asyncio.BaseTransport) -> str | None:

@@ -172,19 +172,27 @@ def _context(value: Any, rid: int) -> dict[str, Any]:
 # --- responses -------------------------------------------------------------------------
 
 
-def result_map(verdict: int, reason: str | None, claims: dict[str, Any] | None) -> dict[str, Any]:
+def result_map(
+    verdict: int, reason: str | None, claims: dict[str, Any] | None, repeat: bool = False
+) -> dict[str, Any]:
     out: dict[str, Any] = {"verdict": int(verdict)}
     if reason:
         out["reason"] = reason
     if claims is not None:
         out["claims"] = claims
+    if repeat:  # a safe retry: the answer the same relying party got before
+        out["repeat"] = True
     return out
 
 
 def verify_response(
-    rid: int, verdict: int, reason: str | None, claims: dict[str, Any] | None
+    rid: int,
+    verdict: int,
+    reason: str | None,
+    claims: dict[str, Any] | None,
+    repeat: bool = False,
 ) -> bytes:
-    return encode_frame(_packer.pack({"id": rid, **result_map(verdict, reason, claims)}))
+    return encode_frame(_packer.pack({"id": rid, **result_map(verdict, reason, claims, repeat)}))
 
 
 def batch_response(rid: int, results: list[dict[str, Any]]) -> bytes:
