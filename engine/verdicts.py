@@ -44,11 +44,12 @@ class Result(NamedTuple):
     verdict: Verdict
     reason: str | None = None  # what exactly failed; never personal data
     claims: dict[str, Any] | None = None  # on OK only
+    repeat: bool = False  # OK again for a safe retry of an accepted presentation
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> Result:
         """From a result map of the protocol (docs/PROTOCOL.md)."""
-        return cls(Verdict(m["verdict"]), m.get("reason"), m.get("claims"))
+        return cls(Verdict(m["verdict"]), m.get("reason"), m.get("claims"), m.get("repeat") is True)
 
 
 MEANINGS: dict[Verdict, str] = {
