@@ -5,6 +5,7 @@ requests and single items of a batch), deadlines."""
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 import threading
 import time
@@ -367,3 +368,69 @@ def test_repeat_is_read_from_the_result_map():
     assert Result.from_map({"verdict": 0, "claims": {}, "repeat": True}).repeat is True
     assert Result.from_map({"verdict": 0, "claims": {}}).repeat is False
     assert Result.from_map({"verdict": 14, "repeat": "yes"}).repeat is False  # bool only
+
+
+def test_client_command_line_over_a_fleet(start_server, scenarios, tmp_path, capsys, monkeypatch):
+    from engine.cli.exit import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE
+    from engine.cli.main import main
+
+    servers = [start_server() for _ in range(2)]
+    refused = f"127.0.0.1:{free_port()}"
+    flags = ["--endpoint", f"{refused},{endpoint(servers[0])}", "--endpoint", endpoint(servers[1])]
+    flags += ["--connections", "2", "--deadline-ms", "20000", "--retries", "3"]
+    ok, expired = scenarios.presentations([Verdict.OK, Verdict.EXPIRED], now_ms())
+    (tmp_path / "ok.bin").write_bytes(ok)
+    (tmp_path / "expired.bin").write_bytes(expired)
+    fresh = scenarios.presentations([Verdict.OK] * 2, now_ms())
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(p.hex() + "\n" for p in fresh)))
+
+    assert main(["client", *flags, "verify", str(tmp_path / "ok.bin"), "-"]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [
+        str(tmp_path / "ok.bin"),
+        "stdin:1",
+        "stdin:2",
+    ]
+    assert all(": OK (0) card " in line for line in lines)
+    assert main(["client", *flags, "verify", str(tmp_path / "expired.bin")]) == EXIT_FAILED
+    assert ": EXPIRED (9)" in capsys.readouterr().out
+    assert main(["client", *flags, "ping"]) == EXIT_OK
+    assert capsys.readouterr().out.startswith("pong in ")
+
+    nowhere = ["--endpoint", refused, "--deadline-ms", "500"]
+    for argv in (
+        ["client", *nowhere, "verify", str(tmp_path / "ok.bin")],
+        ["client", *nowhere, "status"],
+        ["client", "--endpoint", "host:port", "ping"],
+        ["client", "--endpoint", endpoint(servers[0]), "--connections", "0", "ping"],
+    ):
+        assert main(argv) == EXIT_UNUSABLE, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err, (argv, err)
+
+
+def test_client_command_line_with_mutual_tls(start_server, tmp_path, capsys):
+    import trustme
+
+    from engine.cli.main import main
+
+    server_ca, client_ca = trustme.CA(), trustme.CA()
+    server_ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem")
+    )
+    client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.pem"))
+    server_ca.cert_pem.write_to_path(str(tmp_path / "server-ca.pem"))
+    cert = client_ca.issue_cert("network-17.example")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "client.pem"))
+    srv = start_server(
+        server__tls_cert=str(tmp_path / "server.pem"),
+        server__tls_key=str(tmp_path / "server.pem"),
+        server__tls_client_ca=str(tmp_path / "client-ca.pem"),
+    )
+    tls = ["--tls-ca", str(tmp_path / "server-ca.pem"), "--tls-cert", str(tmp_path / "client.pem")]
+    assert main(["client", "--endpoint", endpoint(srv), *tls, "ping"]) == 0
+    assert capsys.readouterr().out.startswith("pong in ")
+    # Without a client certificate the server refuses: no answer, status 2.
+    argv = ["client", "--endpoint", endpoint(srv), "--deadline-ms", "1000", *tls[:2], "ping"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: no answer within 1000 ms")
