@@ -38,7 +38,8 @@ call, each replaced in the background when lost.  An endpoint whose connects fai
 that drains (BUSY "draining") or that stops answering is marked down for an
 exponentially growing, jittered, capped time; calls go elsewhere meanwhile (or to it
 as a last resort when nothing else is up).  Requests go round-robin over the endpoints
-in the order given, to the least loaded connection of each.
+in the order given, to the least loaded connection of each.  A FleetClient belongs to
+the event loop of its first call.
 """
 
 from __future__ import annotations
@@ -525,7 +526,7 @@ class FleetClient:
                 client = await Client.connect(
                     e.host, e.port, ssl=e.ssl, timeout=self.connect_timeout
                 )
-            except (OSError, asyncio.TimeoutError) as exc:
+            except Exception as exc:  # OSError, TLS, timeout: whatever it is, the node is down
                 self.counters.connect_failures += 1
                 ep.connect_failures += 1
                 self._mark_down(ep, _describe(exc) or "connect timed out")
