@@ -33,12 +33,14 @@ from engine.sigverify import verify_batch
 from engine.verdicts import Result, Verdict
 from engine.verifier import Verifier, VerifierConfig
 from engine.wire.client import Client, ServerError
+from engine.wire.pool import FleetClient
 
 __all__ = [
     "CARD",
     "CREDENTIAL",
     "Client",
     "EsscError",
+    "FleetClient",
     "FormatError",
     "MemoryReplayCache",
     "ReplayStore",

@@ -6,14 +6,18 @@ import argparse
 import asyncio
 import json
 import pathlib
+import ssl
+import sys
 import time
 from typing import TYPE_CHECKING
 
 from engine.cli.exit import CommandError
 from engine.revocation import CARD, CREDENTIAL
+from engine.wire import protocol as proto
 
 if TYPE_CHECKING:
     from engine.server.server import Server
+    from engine.wire.pool import Endpoint
 
 # Flags that set one configuration value each: (flag, setting, type, help).
 _SERVE_FLAGS = (
@@ -60,17 +64,63 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser(
         "client",
-        help="send requests to a running server",
-        description="A small client for trying and checking a server.",
+        help="send requests to running servers",
+        description="A client for trying and checking servers, through the FleetClient a "
+        "payment network embeds (engine/wire/pool.py): requests go round-robin over the "
+        "endpoints; BUSY answers, lost connections and silent servers are retried on "
+        "another endpoint with back-off, within the deadline. A presentation without a "
+        "verdict by then is reported BUSY with the reason. Exit status: 0 all OK, 1 some "
+        "presentation not OK, 2 no server reachable or a bad argument.",
     )
-    p.add_argument("--target", default="127.0.0.1:7700", help="HOST:PORT (127.0.0.1:7700)")
+    p.add_argument(
+        "--endpoint",
+        "--target",
+        dest="endpoints",
+        action="append",
+        metavar="HOST:PORT",
+        help="a server (repeatable, or a comma list; default 127.0.0.1:7700)",
+    )
+    p.add_argument(
+        "--connections", type=int, default=1, metavar="N", help="connections per endpoint (1)"
+    )
+    p.add_argument(
+        "--deadline-ms",
+        type=float,
+        default=2000.0,
+        metavar="MS",
+        help="time for each request, retries included (2000)",
+    )
+    p.add_argument(
+        "--retries", type=int, default=6, metavar="N", help="retries per request at most (6)"
+    )
+    p.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="speak TLS, trusting the servers' certificates issued by this PEM CA bundle",
+    )
+    p.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="client certificate chain (PEM) for mutual TLS; its key too unless --tls-key",
+    )
+    p.add_argument("--tls-key", metavar="FILE", help="the client certificate's private key (PEM)")
     csub = p.add_subparsers(dest="client_command", required=True, metavar="REQUEST")
-    q = csub.add_parser("ping", help="ping the server", description="Send a ping.")
+    q = csub.add_parser(
+        "ping", help="ping a server (any endpoint)", description="Send a ping to an endpoint."
+    )
     q.set_defaults(func=_client, what="ping")
-    q = csub.add_parser("status", help="print the server's status", description="Print status.")
+    q = csub.add_parser(
+        "status",
+        help="print a server's status (any endpoint)",
+        description="Print the status of an endpoint.",
+    )
     q.set_defaults(func=_client, what="status")
     q = csub.add_parser(
-        "verify", help="verify presentation files", description="Verify presentation files."
+        "verify",
+        help="verify presentation files",
+        description="Verify presentation files as one verify_batch request. FILE - reads "
+        "presentations from stdin, one hex string a line (as `python -m engine present` "
+        "prints them).",
     )
     q.add_argument("files", nargs="+", metavar="FILE")
     q.set_defaults(func=_client, what="verify")
@@ -119,7 +169,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.demo:
 
         def ready(srv: Server) -> None:
-            client = f".venv/bin/python -m engine client --target {cfg.server.host}:{srv.port}"
+            client = f".venv/bin/python -m engine client --endpoint {cfg.server.host}:{srv.port}"
             print(
                 f"\nserving the demo on {cfg.server.host}:{srv.port}; metrics on "
                 f"http://{cfg.metrics.host}:{srv.metrics_port}/metrics\n"
@@ -135,46 +185,97 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> int:
-    host, _, port = args.target.rpartition(":")
-    if not host or not port.isdigit():
-        raise CommandError(f"--target {args.target!r}: expected HOST:PORT")
-    return asyncio.run(_client_main(args, host.strip("[]"), int(port)))
+    from engine.wire.pool import Endpoint
+
+    ctx = _tls_context(args)
+    endpoints = []
+    for item in args.endpoints or ["127.0.0.1:7700"]:
+        for text in item.split(","):
+            try:
+                endpoints.append(Endpoint.parse(text, ctx))
+            except ValueError:
+                raise CommandError(f"--endpoint {text!r}: expected HOST:PORT") from None
+    if args.connections < 1 or args.retries < 0 or not args.deadline_ms > 0:
+        raise CommandError("--connections >= 1, --retries >= 0 and --deadline-ms > 0 expected")
+    return asyncio.run(_client_main(args, endpoints))
 
 
-async def _client_main(args: argparse.Namespace, host: str, port: int) -> int:
-    from engine.wire.client import Client
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not (args.tls_ca or args.tls_cert):
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        if args.tls_cert:
+            ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    except ssl.SSLError as e:
+        raise CommandError(f"--tls-cert {args.tls_cert}: {e}") from None
+    return ctx
 
-    async with await Client.connect(host, port) as client:
+
+def _presentations(files: list[str]) -> tuple[list[bytes], list[str]]:
+    batch, labels = [], []
+    for name in files:
+        if name != "-":
+            batch.append(pathlib.Path(name).read_bytes())
+            labels.append(name)
+            continue
+        for n, line in enumerate(sys.stdin, 1):
+            if line.strip():
+                try:
+                    batch.append(bytes.fromhex(line.strip()))
+                except ValueError:
+                    raise CommandError(f"stdin line {n}: not a hex presentation") from None
+                labels.append(f"stdin:{n}")
+    if not batch:
+        raise CommandError("no presentations given")
+    return batch, labels
+
+
+async def _client_main(args: argparse.Namespace, endpoints: list[Endpoint]) -> int:
+    from engine.wire.pool import FleetClient
+
+    fleet = FleetClient(
+        endpoints,
+        connections=args.connections,
+        deadline=args.deadline_ms / 1000,
+        retries=args.retries,
+    )
+    async with fleet:
         if args.what == "ping":
             start = time.perf_counter()
-            await client.ping()
+            await fleet.request(proto.PING)
             print(f"pong in {(time.perf_counter() - start) * 1000:.2f} ms")
             return 0
         if args.what == "status":
-            print(json.dumps(await client.status(), indent=2))
+            print(json.dumps((await fleet.request(proto.STATUS))["status"], indent=2))
             return 0
         if args.what == "revocation-check":
             from engine.revocation.input import parse_id
 
             parsed = [parse_id(item) for item in args.ids]
-            answer = await client.revocation_check(
-                [v.decode("ascii") for k, v in parsed if k == CARD],
-                [v for k, v in parsed if k == CREDENTIAL],
+            answer = await fleet.request(
+                proto.REVOCATION_CHECK,
+                cards=[v.decode("ascii") for k, v in parsed if k == CARD],
+                credentials=[v for k, v in parsed if k == CREDENTIAL],
             )
             answers = {CARD: iter(answer["cards"]), CREDENTIAL: iter(answer["credentials"])}
             for item, (kind, _) in zip(args.ids, parsed):
                 print(f"{item}: {'REVOKED' if next(answers[kind]) else 'not revoked'}")
             return 0
         if args.what == "verify":
-            batch = [pathlib.Path(f).read_bytes() for f in args.files]
-            labels = args.files
+            batch, labels = _presentations(args.files)
         else:
             batch, labels = _fresh_presentations(args.wallets, args.count)
-        results = await client.verify_batch(batch)
+        results = await fleet.verify_batch(batch)
+        if fleet.counters.answered == 0:  # no server reached: that is no answer at all
+            raise CommandError(results[0].reason or "no server answered")
         for label, r in zip(labels, results):
             detail = r.reason or ""
             if r.claims:
                 detail = f"card {r.claims['card_number']} region {r.claims['region']}"
+            if r.repeat:
+                detail += " (repeat: a retry of a presentation this network already had OK)"
             print(f"{label}: {r.verdict.name} ({int(r.verdict)}) {detail}")
         return 0 if all(r.verdict == 0 for r in results) else 1
 

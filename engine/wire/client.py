@@ -55,6 +55,7 @@ class Client:
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._lost: BaseException | None = None
+        self._closed = asyncio.Event()
         self.unsolicited: list[dict[str, Any]] = []  # error frames without a request id
 
     @classmethod
@@ -88,6 +89,15 @@ class Client:
     def in_flight(self) -> int:
         return len(self._waiting)
 
+    @property
+    def closed(self) -> bool:
+        """Lost, or closing: no request sent now would be answered."""
+        return self._lost is not None or self._transport is None or self._transport.is_closing()
+
+    async def wait_closed(self) -> None:
+        """Returns once the connection is lost (by either side)."""
+        await self._closed.wait()
+
     async def request(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Sends one request and waits for its response map (ServerError on error)."""
         if self._lost is not None or self._transport is None:
@@ -96,7 +106,10 @@ class Client:
         future = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
         self._transport.write(proto.request(rid, kind, **fields))
-        response: dict[str, Any] = await future
+        try:
+            response: dict[str, Any] = await future
+        finally:  # a caller that stopped waiting (a timeout) leaves nothing behind
+            self._waiting.pop(rid, None)
         if "error" in response:
             raise ServerError(response["error"], response.get("message", ""))
         return response
@@ -141,6 +154,7 @@ class Client:
 
     def _on_lost(self, exc: BaseException | None) -> None:
         self._lost = exc or ConnectionError("connection closed by the server")
+        self._closed.set()
         waiting, self._waiting = self._waiting, {}
         for future in waiting.values():
             if not future.done():
