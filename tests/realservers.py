@@ -71,8 +71,14 @@ class RedisServer:
     brings it back on the same port with empty data (a restart that lost everything).
     """
 
-    def __init__(self, workdir: pathlib.Path, port: int | None = None, *, cluster: bool = False,
-                 extra: Sequence[str] = ()):
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        port: int | None = None,
+        *,
+        cluster: bool = False,
+        extra: Sequence[str] = (),
+    ):
         self.binary = require_program("redis-server")
         self.port = port or free_port()
         self.workdir = workdir
@@ -119,8 +125,10 @@ class RedisServer:
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"redis-server exited with {self.proc.returncode}: "
-                                 + (self.workdir / "redis.log").read_text(errors="replace"))
+            raise AssertionError(
+                f"redis-server exited with {self.proc.returncode}: "
+                + (self.workdir / "redis.log").read_text(errors="replace")
+            )
         try:
             return self.command("PING") == "PONG"
         except OSError:
@@ -183,9 +191,12 @@ class RedisCluster:
             hi = 16383 if k == len(self.nodes) - 1 else lo + per - 1
             assert node.command("CLUSTER", "ADDSLOTSRANGE", str(lo), str(hi)) == "OK"
         for node in self.nodes[1:]:
-            assert self.nodes[0].command(
-                "CLUSTER", "MEET", "127.0.0.1", str(node.port), str(node.bus_port)
-            ) == "OK"
+            assert (
+                self.nodes[0].command(
+                    "CLUSTER", "MEET", "127.0.0.1", str(node.port), str(node.bus_port)
+                )
+                == "OK"
+            )
         wait_for(self._ok, timeout=30, interval=0.05, what="cluster_state:ok on every node")
         return self
 
