@@ -110,6 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
         from engine.tools import demo
 
         path = str(demo.prepare_serving(pathlib.Path(args.demo)))
+        _stop_progress_monitor()
     overrides = []
     for _, setting, _, _ in _SERVE_FLAGS:
         value = getattr(args, setting)
@@ -135,6 +136,16 @@ def _serve(args: argparse.Namespace) -> int:
         return server.run(cfg)
     shown = announce
     return server.run(cfg, ready=lambda srv: shown(srv.port, srv.metrics_port))
+
+
+def _stop_progress_monitor() -> None:
+    """Ends tqdm's monitor thread (started by the progress bars of making the demo): a
+    supervisor forks its workers, which is only safe in a process with one thread."""
+    from tqdm import tqdm
+
+    monitor = tqdm.monitor
+    if monitor is not None:
+        monitor.exit()  # type: ignore[no-untyped-call]
 
 
 def _demo_announcement(cfg: Config, demo: str) -> Callable[[int, int | None], None]:

@@ -294,7 +294,8 @@ class Supervisor:
 
     def _start(self, slot: _Slot) -> None:
         # Forking is only safe while this process has one thread (it never starts one).
-        assert threading.active_count() == 1, "the supervisor must not start threads"
+        if threading.active_count() != 1:
+            raise RuntimeError(f"threads running in the supervisor: {threading.enumerate()}")
         read, write = os.pipe()
         slot.restart_at, slot.ready, slot.metrics_port = None, False, None
         slot.started_at = time.monotonic()
