@@ -16,7 +16,9 @@ from engine.revocation import CARD, CREDENTIAL
 from engine.wire import protocol as proto
 
 if TYPE_CHECKING:
-    from engine.server.server import Server
+    from collections.abc import Callable
+
+    from engine.server.config import Config
     from engine.wire.pool import Endpoint
 
 # Flags that set one configuration value each: (flag, setting, type, help).
@@ -30,6 +32,12 @@ _SERVE_FLAGS = (
     ("--max-batch", "batching.max_batch", int, "presentations per native batch (128)"),
     ("--latency-budget-ms", "batching.latency_budget_ms", float, "batching wait bound (0: none)"),
     ("--workers", "batching.workers", int, "batches verified at once (0: one per core)"),
+    (
+        "--processes",
+        "server.processes",
+        int,
+        "serving processes sharing the port under a supervisor (1: none; 0: one per core)",
+    ),
     ("--log-level", "log.level", str, "debug, info, warning or error (info)"),
 )
 
@@ -41,7 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Serve the verification protocol (docs/PROTOCOL.md). Settings come from "
         "defaults, then --config FILE (TOML), then ESSC_SECTION_KEY environment variables, "
         "then flags; docs/OPERATIONS.md lists them all. SIGHUP reloads the trust list and "
-        "revocation data; SIGTERM or SIGINT drains and exits 0.",
+        "revocation data; SIGTERM or SIGINT drains and exits 0. With --processes N a "
+        "supervisor runs N serving processes on one port, restarts any that dies and "
+        "forwards these signals to them all.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
@@ -150,6 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
         from engine.tools import demo
 
         path = str(demo.prepare_serving(pathlib.Path(args.demo)))
+        _stop_progress_monitor()
     overrides = []
     for _, setting, _, _ in _SERVE_FLAGS:
         value = getattr(args, setting)
@@ -166,22 +177,43 @@ def _serve(args: argparse.Namespace) -> int:
         print("configuration OK")
         return 0
     logs.setup(cfg.log.level)
-    if args.demo:
+    announce = _demo_announcement(cfg, args.demo) if args.demo else None
+    if cfg.server.processes != 1:
+        from engine.server import supervisor
 
-        def ready(srv: Server) -> None:
-            client = f".venv/bin/python -m engine client --endpoint {cfg.server.host}:{srv.port}"
-            print(
-                f"\nserving the demo on {cfg.server.host}:{srv.port}; metrics on "
-                f"http://{cfg.metrics.host}:{srv.metrics_port}/metrics\n"
-                "try it from another terminal:\n"
-                f"  {client} try --wallets {args.demo}/wallets.essc\n"
-                f"  {client} status\n"
-                "stop with Ctrl-C (drains in-flight requests, exits 0)\n",
-                flush=True,
-            )
+        return supervisor.supervise(cfg, ready=announce)
+    if announce is None:
+        return server.run(cfg)
+    shown = announce
+    return server.run(cfg, ready=lambda srv: shown(srv.port, srv.metrics_port))
 
-        return server.run(cfg, ready=ready)
-    return server.run(cfg)
+
+def _stop_progress_monitor() -> None:
+    """Ends tqdm's monitor thread (started by the progress bars of making the demo): a
+    supervisor forks its workers, which is only safe in a process with one thread."""
+    from tqdm import tqdm
+
+    monitor = tqdm.monitor
+    if monitor is not None:
+        monitor.exit()  # type: ignore[no-untyped-call]
+
+
+def _demo_announcement(cfg: Config, demo: str) -> Callable[[int, int | None], None]:
+    """What ``--demo`` prints once it serves: where, and commands to try it with."""
+
+    def announce(port: int, metrics_port: int | None) -> None:
+        client = f".venv/bin/python -m engine client --endpoint {cfg.server.host}:{port}"
+        print(
+            f"\nserving the demo on {cfg.server.host}:{port}; metrics on "
+            f"http://{cfg.metrics.host}:{metrics_port}/metrics\n"
+            "try it from another terminal:\n"
+            f"  {client} try --wallets {demo}/wallets.essc\n"
+            f"  {client} status\n"
+            "stop with Ctrl-C (drains in-flight requests, exits 0)\n",
+            flush=True,
+        )
+
+    return announce
 
 
 def _client(args: argparse.Namespace) -> int:

@@ -18,7 +18,9 @@ A request's way through, and the file of each stage:
 Beside the path: ``reload.py`` opens the trust list and revocation data and swaps
 them in while serving (SIGHUP, the file watcher, unreadable data); ``config.py`` is
 the TOML settings, ``metrics.py`` the Prometheus metrics, ``logs.py`` the JSON-lines
-logs.  The modules import downwards only: ``server`` composes ``batcher``,
-``reload``, ``connection`` and ``admission``; ``batcher`` knows connections by their
-methods, and ``connection`` knows nothing above it.
+logs; ``supervisor.py`` runs several such processes on one port
+(``server.processes``).  The modules import downwards only: ``supervisor`` forks
+``server`` processes; ``server`` composes ``batcher``, ``reload``, ``connection`` and
+``admission``; ``batcher`` knows connections by their methods, and ``connection``
+knows nothing above it.
 """

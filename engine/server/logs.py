@@ -15,6 +15,9 @@ from typing import Any, TextIO
 
 LOGGER = "essc"
 
+# Fields every line of this process carries (a supervised worker: its index).
+_context: dict[str, Any] = {}
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -23,6 +26,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "event": record.getMessage(),
         }
+        doc.update(_context)
         fields = getattr(record, "fields", None)
         if fields:
             doc.update(fields)
@@ -40,6 +44,11 @@ def setup(level: str = "info", stream: TextIO | None = None) -> logging.Logger:
     logger.setLevel(level.upper())
     logger.propagate = False
     return logger
+
+
+def context(**fields: Any) -> None:
+    """Adds ``fields`` to every line this process logs from now on."""
+    _context.update(fields)
 
 
 def event(level: int, name: str, **fields: Any) -> None:

@@ -19,7 +19,14 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine import _core
 from engine.verdicts import Verdict
@@ -154,3 +161,65 @@ class ServerMetrics:
         for code, child in enumerate(self._by_code):
             if counts[code]:
                 child.inc(counts[code])
+
+
+# --- a supervisor's one endpoint for all its workers (engine.server.supervisor) --------
+#
+# Not prometheus-client's multiprocess mode: it has no place for the custom collectors
+# above (ArrayHistogram, the native CPU gauge's function, ProcessCollector), and it keeps
+# files per process.  Each worker serves its own registry on a loopback port instead,
+# and the supervisor merges what they say, one ``worker`` label apart.
+
+
+def merge_expositions(workers: dict[int, str | None], own: list[Metric]) -> bytes:
+    """One text exposition: every worker's samples (``workers[k]``: its exposition,
+    None when it did not answer) labelled ``worker="k"``, then ``own``."""
+    merged: dict[str, Metric] = {}
+    for index, text in sorted(workers.items()):
+        if text is None:
+            continue
+        try:
+            families = list(text_string_to_metric_families(text))
+        except ValueError:  # not an exposition: the worker counts as down (see up)
+            continue
+        for family in families:
+            into = merged.get(family.name)
+            if into is None:
+                into = merged[family.name] = Metric(family.name, family.documentation, family.type)
+            if into.type != family.type:
+                continue
+            label = {"worker": str(index)}
+            into.samples += [s._replace(labels={**s.labels, **label}) for s in family.samples]
+    families = [*merged.values(), *own]
+
+    class _Collected:
+        def collect(self) -> list[Metric]:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collected())
+    return generate_latest(registry)
+
+
+def supervisor_families(
+    processes: int, alive: int, restarts: int, scraped: dict[int, str | None]
+) -> list[Metric]:
+    """The supervisor's own metrics, beside its workers'."""
+    configured = GaugeMetricFamily(
+        "essc_supervisor_processes", "Worker processes configured (server.processes)"
+    )
+    configured.add_metric([], processes)
+    running = GaugeMetricFamily("essc_supervisor_workers", "Worker processes running now")
+    running.add_metric([], alive)
+    restarted = CounterMetricFamily(
+        "essc_supervisor_restarts", "Workers started again after exiting while not stopping"
+    )
+    restarted.add_metric([], restarts)
+    up = GaugeMetricFamily(
+        "essc_supervisor_worker_up",
+        "1 when the worker's metrics were part of this scrape, 0 when it did not answer",
+        labels=["worker"],
+    )
+    for index, text in sorted(scraped.items()):
+        up.add_metric([str(index)], 0 if text is None else 1)
+    return [configured, running, restarted, up]

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -44,7 +46,7 @@ from engine.revocation.source import CARD, CREDENTIAL, RevocationSource
 from engine.server import logs
 from engine.server.admission import Admission, connection_limit
 from engine.server.batcher import Batcher
-from engine.server.config import Config, ConfigError
+from engine.server.config import Config, ConfigError, ServerSection
 from engine.server.connection import Connection, Hooks
 from engine.server.metrics import ServerMetrics
 from engine.server.reload import Reloader, open_revocation, open_trust
@@ -52,11 +54,31 @@ from engine.sigverify import use_simd
 from engine.verifier import Verifier, VerifierConfig
 from engine.wire import protocol as proto
 
-__all__ = ["Server", "connection_limit", "open_revocation", "run", "serve"]
+__all__ = [
+    "Server",
+    "WorkerProcess",
+    "connection_limit",
+    "open_revocation",
+    "run",
+    "serve",
+    "tls_context",
+]
 
 SWEEP_INTERVAL_S = 0.5
+# A supervised worker's own metrics endpoint, scraped by the supervisor only.
+WORKER_METRICS_HOST = "127.0.0.1"
 
 _log = logs.event
+
+
+@dataclasses.dataclass
+class WorkerProcess:
+    """A serving process's place under a supervisor (``engine.server.supervisor``)."""
+
+    index: int  # 0 .. processes-1; a restarted worker keeps its predecessor's
+    processes: int
+    # A SIGHUP that came after the fork and before the loop's handler: reload at start.
+    hangup_pending: bool = False
 
 
 class Server:
@@ -69,10 +91,14 @@ class Server:
         clock: Callable[[], float] = time.time,
         revocation: RevocationSource | None = None,
         replay: ReplayStore | None = None,
+        process: WorkerProcess | None = None,
     ):
         """``revocation`` and ``replay`` replace the stores named by the configuration
-        (tests, embedding, a supervisor's table shared by its workers)."""
+        (tests, embedding, a supervisor's table shared by its workers).  ``process``:
+        this server is one of a supervisor's workers, sharing the port (SO_REUSEPORT)
+        and serving its metrics to the supervisor only."""
         self.cfg = cfg.validate()
+        self.process = process
         self.clock = clock
         root_public_key, trust = open_trust(cfg)
         v = cfg.verification
@@ -91,7 +117,9 @@ class Server:
             ),
             clock=clock,
         )
-        self.workers = cfg.batching.workers or _core.cpu_count()
+        # 0: the cores, shared out among the processes (each has its own threads).
+        processes = 1 if process is None else process.processes
+        self.workers = cfg.batching.workers or max(1, _core.cpu_count() // processes)
         self.admission = Admission(
             cfg.server.max_in_flight,
             cfg.server.max_queue_ms / 1000,
@@ -151,9 +179,12 @@ class Server:
         self._tls = self._tls_context()
         self.max_connections = connection_limit(s.max_connections, self.workers)
         self.metrics.connection_limit.set(self.max_connections)
+        # Workers of one supervisor each listen on the same port; the kernel spreads the
+        # connections among them (docs/OPERATIONS.md, "Several processes per node").
+        reuse_port = self.process is not None
         if self._tls is None:
             self._server = await self.loop.create_server(
-                lambda: Connection(self._hooks), s.host, s.port, backlog=1024
+                lambda: Connection(self._hooks), s.host, s.port, backlog=1024, reuse_port=reuse_port
             )
             self._listener = self._server.sockets[0]
         else:
@@ -161,7 +192,9 @@ class Server:
             # is counted and timed from its TCP accept, handshake included, and a failed
             # handshake is seen (asyncio's server hides both until a handshake succeeds).
             family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
-            self._listener = socket.create_server((s.host, s.port), family=family, backlog=1024)
+            self._listener = socket.create_server(
+                (s.host, s.port), family=family, backlog=1024, reuse_port=reuse_port
+            )
             self._listener.setblocking(False)
             self._accepting = self.loop.create_task(self._accept_tls())
             self._tasks.append(self._accepting)
@@ -175,9 +208,9 @@ class Server:
         if m.port:
             from prometheus_client import start_http_server
 
-            self._metrics_http, _ = start_http_server(
-                m.port, m.host, registry=self.metrics.registry
-            )
+            # A worker's metrics go to its supervisor, which serves them all on metrics.port.
+            host, port = (m.host, m.port) if self.process is None else (WORKER_METRICS_HOST, 0)
+            self._metrics_http, _ = start_http_server(port, host, registry=self.metrics.registry)
         self._tasks.append(self.loop.create_task(self._sweep()))
         self.reloader.start()
         self._update_gauges()
@@ -185,7 +218,8 @@ class Server:
             logging.INFO,
             "listening",
             address=f"{s.host}:{self.port}",
-            metrics=f"{m.host}:{self.metrics_port}" if m.port else None,
+            metrics=f"{m.host}:{self.metrics_port}" if m.port and self.process is None else None,
+            pid=os.getpid(),
             tls=bool(s.tls_cert),
             mutual_tls=bool(s.tls_client_ca),
             trust_list_sequence=self.verifier.trust_list.sequence,
@@ -257,19 +291,7 @@ class Server:
         self._stopped.set()
 
     def _tls_context(self) -> ssl.SSLContext | None:
-        s = self.cfg.server
-        if not s.tls_cert:
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            ctx.load_cert_chain(s.tls_cert, s.tls_key)
-            if s.tls_client_ca:
-                ctx.load_verify_locations(s.tls_client_ca)
-                ctx.verify_mode = ssl.CERT_REQUIRED
-        except (OSError, ssl.SSLError) as e:
-            raise ConfigError(f"TLS: {e}") from None
-        return ctx
+        return tls_context(self.cfg.server)
 
     # --- connections --------------------------------------------------------------------
 
@@ -417,6 +439,11 @@ class Server:
             "in_flight_limit": self.admission.limit,
             "draining": self.draining,
             "replay_store": _replay_status(self.verifier.replay),
+            # Which process answered: under a supervisor, the one the kernel gave the
+            # connection to (docs/OPERATIONS.md, "Several processes per node").
+            "worker": 0 if self.process is None else self.process.index,
+            "pid": os.getpid(),
+            "processes": 1 if self.process is None else self.process.processes,
             # CPU seconds: the whole process, and inside native signature verification.
             "cpu_s": round(time.process_time(), 6),
             "native_verify_cpu_s": round(_core.native_cpu_seconds(), 6),
@@ -475,6 +502,22 @@ def _replay_status(store: ReplayStore) -> dict[str, Any]:
     return {"kind": "memory" if isinstance(store, MemoryReplayCache) else type(store).__name__}
 
 
+def tls_context(s: ServerSection) -> ssl.SSLContext | None:
+    """The server's TLS context, or None without ``server.tls_cert``."""
+    if not s.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(s.tls_cert, s.tls_key)
+        if s.tls_client_ca:
+            ctx.load_verify_locations(s.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"TLS: {e}") from None
+    return ctx
+
+
 def _snapshot_sequence(store: RevocationSource | None) -> int | None:
     """The snapshot's own sequence (``revocation_sequence`` is the newest delta's)."""
     if store is None:
@@ -509,16 +552,26 @@ def _subject(transport: asyncio.BaseTransport) -> str | None:
     return ",".join("=".join(pair) for rdn in cert.get("subject", ()) for pair in rdn)
 
 
-async def serve(cfg: Config, *, ready: Callable[[Server], None] | None = None) -> int:
-    """Runs until SIGTERM or SIGINT, then drains; SIGHUP reloads.  Returns the exit status."""
+async def serve(
+    cfg: Config,
+    *,
+    ready: Callable[[Server], None] | None = None,
+    replay: ReplayStore | None = None,
+    process: WorkerProcess | None = None,
+) -> int:
+    """Runs until SIGTERM or SIGINT, then drains; SIGHUP reloads.  Returns the exit status.
+
+    ``replay`` and ``process``: a supervisor's worker (``Server``)."""
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_log_loop_exception)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before loading: a stop always drains
         loop.add_signal_handler(sig, stop.set)
-    server = Server(cfg)
+    server = Server(cfg, replay=replay, process=process)
     await server.start()
     loop.add_signal_handler(signal.SIGHUP, server.reloader.reload_soon, "SIGHUP")
+    if process is not None and process.hangup_pending:  # data may have changed while loading
+        server.reloader.reload_soon("SIGHUP")
     if ready is not None:
         ready(server)
     await stop.wait()
@@ -536,9 +589,16 @@ def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]
     )
 
 
-def run(cfg: Config, *, ready: Callable[[Server], None] | None = None) -> int:
+def run(
+    cfg: Config,
+    *,
+    ready: Callable[[Server], None] | None = None,
+    replay: ReplayStore | None = None,
+    process: WorkerProcess | None = None,
+) -> int:
+    main = serve(cfg, ready=ready, replay=replay, process=process)
     try:
         import uvloop
     except ImportError:  # the engine runs on the default loop too, just slower
-        return asyncio.run(serve(cfg, ready=ready))
-    return uvloop.run(serve(cfg, ready=ready))
+        return asyncio.run(main)
+    return uvloop.run(main)
