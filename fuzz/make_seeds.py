@@ -115,6 +115,23 @@ def fpset_seeds(snapshot: pathlib.Path) -> list[bytes]:
     return out
 
 
+def proxy_headers() -> list[bytes]:
+    """PROXY v2 headers (TCP over IPv4 and IPv6 with a TLV, LOCAL, UNSPEC) followed by
+    a frame; byte 0 is the harness's cut seed."""
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    v4 = bytes([203, 0, 113, 7, 127, 0, 0, 1]) + struct.pack(">HH", 51234, 7700)
+    v6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + struct.pack(">HH", 443, 7700)
+    tlv = b"\x05" + struct.pack(">H", 4) + b"uid1"
+    frame = proto.request(1, "ping")
+    headers = [
+        sig + b"\x21\x11" + struct.pack(">H", len(v4)) + v4,
+        sig + b"\x21\x21" + struct.pack(">H", len(v6 + tlv)) + v6 + tlv,
+        sig + b"\x20\x00\x00\x00",
+        sig + b"\x21\x00\x00\x03" + b"\x04\x00\x00",
+    ]
+    return [bytes([k * 37]) + h + frame for k, h in enumerate(headers)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "fuzz" / "corpus")
@@ -142,6 +159,7 @@ def main() -> None:
     write(args.out, "id_parse", [bytes([4]) + text, bytes([0]) + b"card Z99999999"])
     write(args.out, "fpset", fpset)
     write(args.out, "revocation", [bytes([7]) + f for f in files] + [bytes([0]) + files[1]])
+    write(args.out, "proxy_protocol", proxy_headers())
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ VPY=${VPY:-$ROOT/.venv/bin/python}
 SECONDS_EACH=${FUZZ_SECONDS:-180}
 BUILD=$ROOT/build/fuzz
 VAR=$ROOT/var/fuzz
-ALL="c-wire c-presentation c-id-parse c-fpset framing wire-diff presentation-diff parse-ids-diff revocation-files"
+ALL="c-wire c-presentation c-id-parse c-fpset framing wire-diff presentation-diff parse-ids-diff revocation-files proxy-protocol"
 HARNESSES=${FUZZ_HARNESSES:-$ALL}
 
 say() { echo "fuzz: $*" >&2; }
@@ -115,10 +115,11 @@ corpus_of() {
         c-fpset) echo fpset ;;
         framing) echo framing ;;
         revocation-files) echo revocation ;;
+        proxy-protocol) echo proxy_protocol ;;
         *) return 1 ;;
     esac
 }
-max_len_of() { case $1 in revocation-files) echo 20000 ;; c-presentation | presentation-diff) echo 2048 ;; *) echo 4096 ;; esac; }
+max_len_of() { case $1 in revocation-files) echo 20000 ;; proxy-protocol) echo 1024 ;; c-presentation | presentation-diff) echo 2048 ;; *) echo 4096 ;; esac; }
 
 failed=0
 summary=()

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.errors import EsscError
+from engine.server.proxy_protocol import networks as proxy_networks
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,6 +79,10 @@ class ServerSection:
     # HAProxy agent-check port: answers "up ready" while serving, "drain" while
     # draining (so the balancer stops sending before the listener closes); 0: off.
     agent_port: int = 0
+    # With agent_port: on SIGTERM the agent answers "drain" this long while the server
+    # still serves as usual, so the balancer moves new connections away before the
+    # listener closes (docs/OPERATIONS.md, "Behind HAProxy").  At least agent-inter.
+    drain_notice_s: float = 1.0
 
 
 @dataclasses.dataclass
@@ -211,6 +216,12 @@ class Config:
             raise ConfigError(f"replay.redis_timeout_ms must be positive, got {r.redis_timeout_ms}")
         if not all(0 <= p <= 65535 for p in (s.port, self.metrics.port, s.agent_port)):
             raise ConfigError("ports must be within 0..65535")
+        if s.drain_notice_s < 0:
+            raise ConfigError(f"server.drain_notice_s must not be negative, got {s.drain_notice_s}")
+        try:
+            proxy_networks(s.proxy_protocol_from)
+        except ValueError as e:
+            raise ConfigError(f"server.proxy_protocol_from: {e}") from None
         if not self.trust.trust_list or not self.trust.root_public_key:
             raise ConfigError("trust.trust_list and trust.root_public_key are required")
         if bool(s.tls_cert) != bool(s.tls_key):

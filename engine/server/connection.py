@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from engine.server import logs
+from engine.server import proxy_protocol as pp
 from engine.wire import protocol as proto
 from engine.wire.framing import FrameDecoder, FrameTooLarge
 
@@ -47,6 +48,8 @@ class Hooks:
     made: Callable[[Connection], None]  # the transport is up (TLS: the handshake is done)
     frames: Callable[[Connection, list[bytes], float], None]  # complete frames, arrival time
     lost: Callable[[Connection], None]  # the transport has gone
+    # server.proxy_protocol_from: connections from these start with a PROXY v2 header.
+    proxy_from: tuple[pp.Network, ...] = ()
 
 
 class Connection(asyncio.Protocol):
@@ -63,6 +66,7 @@ class Connection(asyncio.Protocol):
         "last_frame",
         "partial_since",
         "peer",
+        "proxy_header",
         "slot",
         "transport",
         "write_paused",
@@ -87,6 +91,8 @@ class Connection(asyncio.Protocol):
         self.handshaking = False  # TLS: accepted, counted, handshake not done yet
         self.write_paused = False  # the client is not reading: we stop reading too
         self.held = False  # overloaded: not read until the next batch is answered
+        # From a balancer (server.proxy_protocol_from): its PROXY header, until read.
+        self.proxy_header: pp.HeaderReader | None = None
 
     @property
     def stream(self) -> asyncio.Transport:
@@ -100,11 +106,19 @@ class Connection(asyncio.Protocol):
         # With TLS this is the TCP accept: the connection counts against the limits
         # from here, and the handshake (engine.server.server.Server._handshake) is bounded.
         self.transport = cast(asyncio.Transport, transport)  # a stream transport
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if not self.peer:  # TLS: set at the accept (PROXY header included)
+            peer = transport.get_extra_info("peername")
+            self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+            if self.hooks.proxy_from and peer and pp.from_balancer(self.hooks.proxy_from, peer[0]):
+                self.proxy_header = pp.HeaderReader()
+                self.partial_since = self.last_frame  # the header is due like a frame
         self.hooks.made(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.proxy_header is not None:  # the one check the fast path pays
+            data = self._read_proxy_header(data)
+            if not data:
+                return
         now = self.hooks.loop.time()
         try:
             frames = self.decoder.feed(data)
@@ -121,6 +135,32 @@ class Connection(asyncio.Protocol):
                 self.partial_since = now
         else:
             self.partial_since = None
+
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        """What follows the header once it is complete (b"" before, or on an error)."""
+        assert self.proxy_header is not None
+        if self.closed:  # refused already; the reader stays set so nothing is parsed
+            return b""
+        try:
+            done = self.proxy_header.feed(data)
+        except pp.ProxyProtocolError as e:
+            self.proxy_error(str(e))
+            return b""
+        if done is None:
+            return b""
+        header, rest = done
+        self.proxy_header = None
+        self.partial_since = None
+        if header.source is not None:
+            self.peer = f"{header.source[0]}:{header.source[1]}"
+        return rest
+
+    def proxy_error(self, reason: str) -> None:
+        """A balancer's header that cannot be read: nothing is answered (the stream is
+        not the engine's protocol yet), the connection is closed."""
+        self.hooks.metrics.protocol_errors.labels(pp.ERROR_CODE).inc()
+        _log(logging.WARNING, "proxy_protocol_error", peer=self.peer, reason=reason)
+        self.close()
 
     def eof_received(self) -> bool:
         return False  # half-closed clients are closed; nothing more can be asked

@@ -44,7 +44,9 @@ from engine.redis_replay.store import RedisReplayStore
 from engine.replay import MemoryReplayCache, ReplayStore
 from engine.revocation.source import CARD, CREDENTIAL, RevocationSource
 from engine.server import logs
+from engine.server import proxy_protocol as pp
 from engine.server.admission import Admission, connection_limit
+from engine.server.agent import Agent
 from engine.server.batcher import Batcher
 from engine.server.config import Config, ConfigError, ServerSection
 from engine.server.connection import Connection, Hooks
@@ -156,6 +158,9 @@ class Server:
         self._accept_log = logs.RateLimited()
         self._handshakes: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
+        self.agent: Agent | None = None  # server.agent_port, at start
+        self._drain_begun = False  # from the first drain call: the agent answers "drain"
+        self._notice_over = asyncio.Event()
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -175,6 +180,7 @@ class Server:
             made=self.connection_made,
             frames=self.batcher.handle_frames,
             lost=self.connection_lost,
+            proxy_from=pp.networks(s.proxy_protocol_from),
         )
         self._tls = self._tls_context()
         self.max_connections = connection_limit(s.max_connections, self.workers)
@@ -212,6 +218,9 @@ class Server:
             host, port = (m.host, m.port) if self.process is None else (WORKER_METRICS_HOST, 0)
             self._metrics_http, _ = start_http_server(port, host, registry=self.metrics.registry)
         self._tasks.append(self.loop.create_task(self._sweep()))
+        if s.agent_port:
+            self.agent = Agent(s.host, s.agent_port, lambda: self._drain_begun)
+            await self.agent.start()
         self.reloader.start()
         self._update_gauges()
         _log(
@@ -220,6 +229,8 @@ class Server:
             address=f"{s.host}:{self.port}",
             metrics=f"{m.host}:{self.metrics_port}" if m.port and self.process is None else None,
             pid=os.getpid(),
+            agent=f"{s.host}:{self.agent.port}" if self.agent else None,
+            proxy_protocol_from=s.proxy_protocol_from or None,
             tls=bool(s.tls_cert),
             mutual_tls=bool(s.tls_client_ca),
             trust_list_sequence=self.verifier.trust_list.sequence,
@@ -253,11 +264,26 @@ class Server:
         """Loads the trust list and revocation data again (``Reloader.reload``)."""
         return await self.reloader.reload(why)
 
+    def end_notice(self) -> None:
+        """Ends the drain notice at once (a second SIGTERM, or a second ``drain``)."""
+        self._notice_over.set()
+
     async def drain(self) -> None:
-        """Stop accepting, answer everything in flight, flush, close; bounded in time."""
-        if self.draining:
+        """Stop accepting, answer everything in flight, flush, close; bounded in time.
+
+        With the agent on, a notice comes first: for ``server.drain_notice_s`` the
+        agent answers "drain" while everything is served as usual, so the balancer
+        stops sending new connections here before the listener closes."""
+        if self._drain_begun:
+            self.end_notice()
             await self._stopped.wait()
             return
+        self._drain_begun = True
+        notice = self.cfg.server.drain_notice_s
+        if self.agent is not None and notice > 0:
+            _log(logging.INFO, "drain_notice", seconds=notice, connections=len(self.connections))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._notice_over.wait(), notice)
         self.batcher.drain()  # BUSY (draining) for what comes in; no waiting for fuller batches
         deadline = self.loop.time() + self.cfg.server.drain_timeout_s
         _log(logging.INFO, "draining", in_flight=self.in_flight, connections=len(self.connections))
@@ -287,6 +313,8 @@ class Server:
         self.batcher.stop()
         if isinstance(self.verifier.replay, RedisReplayStore):
             self.verifier.replay.close()
+        if self.agent is not None:  # last: "drain" until everything is answered
+            self.agent.stop()
         _log(logging.INFO, "stopped", unanswered=self.in_flight)
         self._stopped.set()
 
@@ -340,17 +368,33 @@ class Server:
             conn.peer = f"{addr[0]}:{addr[1]}"
             self.connections.add(conn)
             self.by_slot[conn.slot] = conn
-            task = self.loop.create_task(self._handshake(conn, sock))
+            task = self.loop.create_task(self._handshake(conn, sock, addr[0]))
             self._handshakes.add(task)  # the loop keeps only a weak reference
             task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, conn: Connection, sock: socket.socket) -> None:
+    async def _handshake(self, conn: Connection, sock: socket.socket, host: str) -> None:
+        timeout = self.cfg.server.tls_handshake_timeout_s
+        if self._hooks.proxy_from and pp.from_balancer(self._hooks.proxy_from, host):
+            # The header comes before the TLS handshake, and within its time.
+            try:
+                header = await asyncio.wait_for(_read_proxy_header(self.loop, sock), timeout)
+            except (pp.ProxyProtocolError, asyncio.TimeoutError, OSError) as e:
+                reason = str(e) if isinstance(e, pp.ProxyProtocolError) else _tls_failure(e)
+                self.metrics.protocol_errors.labels(pp.ERROR_CODE).inc()
+                _log(logging.WARNING, "proxy_protocol_error", peer=conn.peer, reason=reason)
+                sock.close()
+                conn.closed = True
+                self.connection_lost(conn)
+                return
+            if header.source is not None:
+                conn.peer = f"{header.source[0]}:{header.source[1]}"
+            timeout = max(0.001, timeout - (self.loop.time() - conn.last_frame))
         try:
             await self.loop.connect_accepted_socket(
                 lambda: conn,
                 sock,
                 ssl=self._tls,
-                ssl_handshake_timeout=self.cfg.server.tls_handshake_timeout_s,
+                ssl_handshake_timeout=timeout,
             )
         except Exception as e:  # refused certificate, timeout, reset: all end here
             reason = _tls_failure(e)
@@ -376,7 +420,15 @@ class Server:
             for conn in list(self.connections):
                 if conn.closed or conn.handshaking:  # a handshake has its own timeout
                     continue
-                if conn.partial_since is not None and now - conn.partial_since > s.frame_timeout_s:
+                if conn.proxy_header is not None:  # no frame yet: nothing is answered
+                    if (
+                        conn.partial_since is not None
+                        and now - conn.partial_since > s.frame_timeout_s
+                    ):
+                        conn.proxy_error("header not completed in time")
+                elif (
+                    conn.partial_since is not None and now - conn.partial_since > s.frame_timeout_s
+                ):
                     conn.close_with_error(proto.FRAME_TIMEOUT, "frame not completed in time")
                 elif conn.in_flight == 0 and now - conn.last_frame > s.idle_timeout_s:
                     _log(logging.INFO, "connection_idle_closed", peer=conn.peer)
@@ -526,6 +578,21 @@ def _snapshot_sequence(store: RevocationSource | None) -> int | None:
     return sequence
 
 
+async def _read_proxy_header(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket
+) -> pp.ProxyHeader:
+    """The PROXY header from an accepted socket, never a byte more: what follows is the
+    TLS handshake, read by the transport."""
+    reader = pp.HeaderReader()
+    while True:
+        data = await loop.sock_recv(sock, reader.wanted())
+        if not data:
+            raise pp.ProxyProtocolError("connection closed before the header was complete")
+        done = reader.feed(data)
+        if done is not None:
+            return done[0]
+
+
 def _tls_failure(e: BaseException) -> str:
     """A short reason for the log: the verification error or the exception's class."""
     if isinstance(e, ssl.SSLCertVerificationError):
@@ -575,6 +642,8 @@ async def serve(
     if ready is not None:
         ready(server)
     await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second one ends the drain notice
+        loop.add_signal_handler(sig, server.end_notice)
     await server.drain()
     return 0
 
