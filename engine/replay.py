@@ -45,13 +45,13 @@ class ReplayStore(Protocol):
         keys: npt.NDArray[np.uint8],
         expires_ms: npt.NDArray[np.uint64],
         now_ms: int,
-        tags: Sequence[bytes] | None = None,
+        tags: Sequence[bytes | None] | None = None,
     ) -> Sequence[int]:
         """For each 32-byte key (a row of ``keys``, shape (n, 32)) in order, one of
         ``STATES``; a FRESH key stays recorded until ``expires_ms`` of its row (unix
-        ms).  ``tags`` (one per key, or None) say who is asking: a store with safe
-        retries records a key's tag and answers REPEAT to the same tag later; others
-        ignore them.  A store that cannot answer says UNAVAILABLE for the keys
+        ms).  ``tags`` (one per key, or None; a None entry: nobody known) say who is
+        asking: a store with safe retries records a key's tag and answers REPEAT to
+        the same tag later; others ignore them.  A store that cannot answer says UNAVAILABLE for the keys
         concerned rather than raising."""
         ...
 

@@ -188,7 +188,7 @@ class Verifier:
                 assert stale_reason is not None  # only the revocation stage above gives it
                 reasons[i] = stale_reason
             elif code == Verdict.BUSY:
-                reasons[i] = "replay store unavailable" if i in unavailable else "replay cache full"
+                reasons[i] = "replay_store_unavailable" if i in unavailable else "replay cache full"
             elif code == Verdict.REPLAYED:
                 if i in lost:
                     reasons[i] = "made before the replay store lost its data: present a new one"
@@ -208,7 +208,7 @@ class Verifier:
         parties: Sequence[bytes] | None,
     ) -> tuple[set[int], set[int]]:
         """The last stage, through the ReplayStore seam; returns the items the store
-        could not answer for (BUSY, "replay store unavailable") and those it refused
+        could not answer for (BUSY, "replay_store_unavailable") and those it refused
         under the lost-store rule (REPLAYED)."""
         store = self.replay
         if isinstance(store, _core.ReplayTable):
@@ -242,15 +242,20 @@ def relying_party(
 ) -> bytes:
     """Who a verify request came from, for safe retries: the network's mutual-TLS
     identity (a certificate digest; empty without one) and the ids its context
-    claims.  Length-prefixed, so no two different triples read the same."""
+    claims.  Length-prefixed, so no two different triples read the same; empty for an
+    anonymous client (no certificate, no ids), which is never given a repeat."""
     parts = (identity, (merchant_id or "").encode(), (terminal_id or "").encode())
+    if not any(parts):
+        return b""
     return b"".join(len(p).to_bytes(2, "big") + p for p in parts)
 
 
-def _retry_tag(party: bytes, presentation: bytes) -> bytes:
+def _retry_tag(party: bytes, presentation: bytes) -> bytes | None:
     """What the store keeps with a nonce: 16 bytes binding the relying party to the
     exact presentation it got OK for (a different presentation under the same nonce,
-    or the same one from anyone else, is REPLAYED)."""
+    or the same one from anyone else, is REPLAYED); None for an anonymous party."""
+    if not party:
+        return None
     return hashlib.blake2b(party + presentation, digest_size=16).digest()
 
 

@@ -312,7 +312,7 @@ def test_a_silent_endpoint_is_failed_over(start_server, scenarios):
 class RefusesEveryOtherKeyOnce:
     """A replay store (the engine's ReplayStore seam) that cannot answer for every
     other key the first time it is asked about it (the server answers those items
-    BUSY, "replay store unavailable"), and is a MemoryReplayCache otherwise."""
+    BUSY, "replay_store_unavailable"), and is a MemoryReplayCache otherwise."""
 
     def __init__(self):
         self.inner = MemoryReplayCache(1 << 12)

@@ -107,7 +107,7 @@ def test_an_unavailable_store_fails_closed(pki, scenarios, now_s):
     batch = scenarios.presentations([Verdict.OK, Verdict.EXPIRED, Verdict.OK], now_ms)
     results = Verifier(pki.trust_list, replay=Unavailable()).verify(batch, now_ms)
     assert [r.verdict for r in results] == [Verdict.BUSY, Verdict.EXPIRED, Verdict.BUSY]
-    assert results[0].reason == results[2].reason == "replay store unavailable"
+    assert results[0].reason == results[2].reason == "replay_store_unavailable"
     # BUSY is no verdict on the card: the same presentations pass where a store answers.
     again = Verifier(pki.trust_list, replay=MemoryReplayCache()).verify(batch, now_ms)
     assert [r.verdict for r in again] == [Verdict.OK, Verdict.EXPIRED, Verdict.OK]

@@ -194,7 +194,7 @@ class RedisReplayStore:
         keys: npt.NDArray[np.uint8],
         expires_ms: npt.NDArray[np.uint64],
         now_ms: int,
-        tags: Sequence[bytes] | None = None,
+        tags: Sequence[bytes | None] | None = None,
     ) -> list[int]:
         m = len(keys)
         out = np.full(m, states.FRESH, dtype=np.uint8)
@@ -288,7 +288,7 @@ class RedisReplayStore:
         keys: npt.NDArray[np.uint8],
         expires: npt.NDArray[np.uint64],
         idx: npt.NDArray[np.intp],
-        tags: Sequence[bytes] | None,
+        tags: Sequence[bytes | None] | None,
         now_ms: int,
     ) -> tuple[npt.NDArray[np.uint8], bool]:
         """The store's answer for keys[idx], and whether a loss was found on the way."""
@@ -345,13 +345,14 @@ class RedisReplayStore:
         keys: npt.NDArray[np.uint8],
         expires: npt.NDArray[np.uint64],
         which: npt.NDArray[np.intp],
-        tags: Sequence[bytes] | None,
+        tags: Sequence[bytes | None] | None,
     ) -> bytes:
         parts = [pack(b"GET", mst.marker_key)]
         rows = keys[which]
         exp = expires[which].tolist()
         for j, i in enumerate(which.tolist()):
-            value = tags[i] if tags is not None else NO_TAG
+            tag = tags[i] if tags is not None else None
+            value = NO_TAG if tag is None else tag
             parts.append(
                 pack(
                     b"SET",
@@ -368,7 +369,7 @@ class RedisReplayStore:
     def _answers(
         self,
         replies: list[object],
-        tags: Sequence[bytes] | None,
+        tags: Sequence[bytes | None] | None,
         which: npt.NDArray[np.intp],
     ) -> npt.NDArray[np.uint8]:
         out = np.empty(len(replies), dtype=np.uint8)
@@ -376,8 +377,8 @@ class RedisReplayStore:
             if reply is None:
                 out[j] = states.FRESH
             elif isinstance(reply, bytes):
-                same = tags is not None and len(reply) == len(tags[i]) and reply == tags[i]
-                out[j] = states.REPEAT if same and reply != NO_TAG else states.REPLAYED
+                tag = tags[i] if tags is not None else None
+                out[j] = states.REPEAT if tag is not None and reply == tag else states.REPLAYED
             else:
                 out[j] = states.UNAVAILABLE
                 self._reply_error(reply)
@@ -511,7 +512,7 @@ class RedisReplayStore:
         answers: npt.NDArray[np.uint8],
         timestamps: npt.NDArray[np.int64],
         out: npt.NDArray[np.uint8],
-        tags: Sequence[bytes] | None,
+        tags: Sequence[bytes | None] | None,
     ) -> None:
         """A loss found in this very round trip: its FRESH and REPEAT answers for keys
         under the rule become LOST, and (with tags) their records are overwritten, so
