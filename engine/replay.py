@@ -51,8 +51,8 @@ class ReplayStore(Protocol):
         ``STATES``; a FRESH key stays recorded until ``expires_ms`` of its row (unix
         ms).  ``tags`` (one per key, or None; a None entry: nobody known) say who is
         asking: a store with safe retries records a key's tag and answers REPEAT to
-        the same tag later; others ignore them.  A store that cannot answer says UNAVAILABLE for the keys
-        concerned rather than raising."""
+        the same tag later; others ignore them.  A store that cannot answer says
+        UNAVAILABLE for the keys concerned rather than raising."""
         ...
 
 
