@@ -78,6 +78,12 @@ LOAD_DURATION ?= 10
 LOAD_CARDS    ?= 10000
 LOAD_ARGS     ?=
 
+# A fleet on this machine (docs/DEPLOYMENT.md): Redis, three engine nodes sharing it,
+# HAProxy on 127.0.0.1:7700 in front (so `make load` runs through it); Ctrl-C stops it.
+.PHONY: fleet
+fleet: build packages
+	$(VPY) -m engine fleet --demo $(DEMO)
+
 .PHONY: load
 load: build $(DEMO)/corpus/corpus.json
 	@$(VPY) -c "import pathlib, engine.tools.demo as d; d.build_demo_revocation(pathlib.Path('$(DEMO)'))"

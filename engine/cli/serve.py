@@ -73,6 +73,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=_serve)
 
     p = sub.add_parser(
+        "fleet",
+        help="run a fleet on this machine: Redis, three engine nodes, HAProxy (make fleet)",
+        description="Run, on loopback, the demo fleet of docs/DEPLOYMENT.md: a Redis as "
+        "the shared replay store (no persistence, noeviction), three engine nodes on "
+        "127.0.0.1:7701-7703 (agents 7711-7713, metrics 9701-9703) sharing it, and "
+        "HAProxy with deploy/haproxy.cfg on 127.0.0.1:7700 in front. Ctrl-C stops it "
+        "all (the nodes drain). redis-server and haproxy come from Debian packages "
+        "(scripts/require-packages.sh).",
+    )
+    p.add_argument(
+        "--demo",
+        metavar="DIR",
+        default="demo",
+        help="the demo trust material (created if absent; default demo)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a setting for every node (repeatable)",
+    )
+    p.set_defaults(func=_fleet)
+
+    p = sub.add_parser(
         "client",
         help="send requests to running servers",
         description="A client for trying and checking servers, through the FleetClient a "
@@ -186,6 +211,44 @@ def _serve(args: argparse.Namespace) -> int:
         return server.run(cfg)
     shown = announce
     return server.run(cfg, ready=lambda srv: shown(srv.port, srv.metrics_port))
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from engine.tools import demo
+    from engine.tools.fleet import Fleet, FleetError, FleetLayout
+
+    directory = pathlib.Path(args.demo)
+    config = demo.prepare_serving(directory)
+    layout = FleetLayout()
+    fleet = Fleet(config, layout, directory / "fleet", settings=args.set)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        fleet.start()
+    except FleetError as e:
+        raise CommandError(str(e)) from None
+    client = f".venv/bin/python -m engine client --endpoint {layout.host}:{layout.front_port}"
+    print(
+        f"\nthe fleet serves on {layout.host}:{layout.front_port} (HAProxy) with nodes on "
+        f"{', '.join(str(p) for p in layout.node_ports)} and Redis on {layout.redis_port}; "
+        f"logs in {directory / 'fleet'}\n"
+        f"  {client} try --wallets {directory}/wallets.essc\n"
+        "  make load        (through HAProxy)\n"
+        "stop with Ctrl-C\n",
+        flush=True,
+    )
+    try:
+        while not stop.wait(1.0):
+            for k, node in enumerate(fleet.nodes):
+                if node is not None and node.poll() is not None:
+                    raise CommandError(f"node {k + 1} exited with {node.returncode}")
+    finally:
+        fleet.stop()
+    return 0
 
 
 def _stop_progress_monitor() -> None:
