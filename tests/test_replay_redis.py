@@ -40,6 +40,9 @@ def keys(n: int) -> np.ndarray:
 
 def store(url: str = "", seeds=(), **kwargs) -> RedisReplayStore:
     kwargs.setdefault("local", _core.ReplayTable(100_000))
+    # Generous: a loaded test machine must not turn a slow answer into UNAVAILABLE
+    # (the timeout has its own test).
+    kwargs.setdefault("timeout_ms", 2000)
     return RedisReplayStore(
         redis_url=url, seeds=seeds, horizon_ms=HORIZON_MS, skew_ms=SKEW_MS, **kwargs
     )
@@ -323,7 +326,9 @@ def _exactly_once(pairs):
 
 
 def test_two_nodes_accept_each_presentation_once(start_server, scenarios, redis):
-    nodes = [start_server(replay__redis_url=redis.url) for _ in range(2)]
+    nodes = [
+        start_server(replay__redis_url=redis.url, replay__redis_timeout_ms=2000) for _ in range(2)
+    ]
     presentations = scenarios.presentations([Verdict.OK] * 1500, int(time.time() * 1000))
     pairs = run(_both(nodes[0].port, nodes[1].port, presentations))
     _exactly_once(pairs)
@@ -334,7 +339,7 @@ def test_two_nodes_accept_each_presentation_once(start_server, scenarios, redis)
 
 
 def test_a_restarted_node_does_not_accept_again(start_server, scenarios, redis):
-    first = start_server(replay__redis_url=redis.url)
+    first = start_server(replay__redis_url=redis.url, replay__redis_timeout_ms=2000)
     presentations = scenarios.presentations([Verdict.OK] * 50, int(time.time() * 1000))
 
     async def send(port):
@@ -343,13 +348,15 @@ def test_a_restarted_node_does_not_accept_again(start_server, scenarios, redis):
 
     assert [r.verdict for r in run(send(first.port))] == [Verdict.OK] * 50
     first.stop()
-    again = start_server(replay__redis_url=redis.url)  # an empty local table
+    again = start_server(
+        replay__redis_url=redis.url, replay__redis_timeout_ms=2000
+    )  # an empty local table
     assert [r.verdict for r in run(send(again.port))] == [Verdict.REPLAYED] * 50
 
 
 def test_redis_killed_mid_run_is_busy_then_the_lost_store_rule(start_server, scenarios, redis):
     clock = Clock()
-    node = start_server(replay__redis_url=redis.url, clock=clock)
+    node = start_server(replay__redis_url=redis.url, replay__redis_timeout_ms=2000, clock=clock)
 
     async def go():
         async with await Client.connect("127.0.0.1", node.port) as c:
@@ -382,9 +389,11 @@ def test_redis_killed_mid_run_is_busy_then_the_lost_store_rule(start_server, sce
 
 
 def test_safe_retries_across_nodes(start_server, scenarios, redis):
-    a = start_server(replay__redis_url=redis.url)
-    b = start_server(replay__redis_url=redis.url)
-    off = start_server(replay__redis_url=redis.url, replay__safe_retries=False)
+    a = start_server(replay__redis_url=redis.url, replay__redis_timeout_ms=2000)
+    b = start_server(replay__redis_url=redis.url, replay__redis_timeout_ms=2000)
+    off = start_server(
+        replay__redis_url=redis.url, replay__redis_timeout_ms=2000, replay__safe_retries=False
+    )
     network = {"merchant_id": "m-0042", "terminal_id": "t-7"}
 
     async def go():
@@ -414,7 +423,10 @@ def test_a_cluster_of_three_masters_accepts_each_presentation_once(
 ):
     with redis_cluster(tmp_path / "cluster") as cluster:
         init_store(seeds=cluster.seeds)
-        nodes = [start_server(replay__redis_cluster_nodes=cluster.seeds) for _ in range(2)]
+        nodes = [
+            start_server(replay__redis_cluster_nodes=cluster.seeds, replay__redis_timeout_ms=2000)
+            for _ in range(2)
+        ]
         presentations = scenarios.presentations([Verdict.OK] * 600, int(time.time() * 1000))
         pairs = run(_both(nodes[0].port, nodes[1].port, presentations))
         _exactly_once(pairs)
@@ -423,3 +435,44 @@ def test_a_cluster_of_three_masters_accepts_each_presentation_once(
         assert sum(sizes) == 600 + 3
         status = nodes[0].server.status()["replay_store"]
         assert status["kind"] == "redis_cluster" and len(status["masters"]) == 3
+
+
+def test_an_evicting_redis_is_never_used(tmp_path):
+    """allkeys-lru would forget live nonces when full: the store refuses the master."""
+    with redis_server(tmp_path / "r") as r:
+        init_store(redis_url=r.url)
+        assert r.command("CONFIG", "SET", "maxmemory-policy", "allkeys-lru") == "OK"
+        s = store(r.url)
+        now = int(time.time() * 1000)
+        exp = np.full(2, now + 60_000, dtype=np.uint64)
+        assert s.check_and_record(keys(2), exp, now) == [states.UNAVAILABLE] * 2
+        assert "noeviction" in s.status()["masters"][0]["last_error"]
+        s.close()
+
+
+def test_the_replay_store_command(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "engine", "replay-store", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    with redis_server(tmp_path / "r") as r:
+        before = cli("status", "--redis-url", r.url)
+        assert before.returncode == 1  # no marker yet: a node would apply the rule
+        assert json.loads(before.stdout)["masters"][0]["marker"] is None
+        done = cli("init", "--redis-url", r.url)
+        assert done.returncode == 0 and r.address in done.stdout
+        after = cli("status", "--redis-url", r.url)
+        assert after.returncode == 0, after.stdout
+        master = json.loads(after.stdout)["masters"][0]
+        assert master["marker"] and master["maxmemory_policy"] == "noeviction"
+        again = cli("init", "--redis-url", r.url)
+        assert again.returncode == 2 and "already initialised" in again.stderr
+    assert cli("init", "--redis-url", "http://nowhere").returncode == 2

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from engine import __version__
-from engine.cli import revocation, serve
+from engine.cli import replay_store, revocation, serve
 from engine.cli.exit import CommandError, run_command
 
 
@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     revocation.register(sub)
+    replay_store.register(sub)
     serve.register(sub)
     return parser
 

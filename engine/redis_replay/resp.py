@@ -113,6 +113,7 @@ class Connection:
         self._reader = hiredis.Reader(replyError=ReplyError)
         self.run_id = ""
         self.version: tuple[int, ...] = ()
+        self.info: dict[str, str] = {}  # INFO server and memory, as read at connect
 
     @property
     def connected(self) -> bool:
@@ -145,7 +146,7 @@ class Connection:
             setup.append(pack(*auth, e.password.encode()))
         if e.db:
             setup.append(pack(b"SELECT", b"%d" % e.db))
-        setup.append(pack(b"INFO", b"server"))
+        setup.append(pack(b"INFO", b"server", b"memory"))
         replies = self.call(b"".join(setup), len(setup), deadline)
         for reply in replies[:-1]:
             if isinstance(reply, ReplyError):
@@ -160,6 +161,7 @@ class Connection:
             for line in info.decode("ascii", "replace").splitlines()
             if ":" in line
         )
+        self.info = fields
         self.run_id = fields.get("run_id", "")
         self.version = tuple(int(x) for x in fields.get("redis_version", "0").split(".")[:2])
 

@@ -67,6 +67,9 @@ REFUSED = b"0"  # a key answered REPLAYED under the lost-store rule after it was
 # dead server costs each batch nothing, and its return is noticed within the cap.
 RETRY_MIN_S = 0.01
 RETRY_MAX_S = 0.25
+# A new connection (TCP, TLS, AUTH, INFO) may take this long even when the round-trip
+# timeout is shorter: a thread's first batch must not be BUSY for a slow handshake.
+CONNECT_TIMEOUT_MIN_S = 0.25
 
 ROUND_TRIP_BUCKETS_S = (
     0.00005,
@@ -97,7 +100,8 @@ class StoreMetrics:
         self.errors = Counter(
             "essc_replay_store_errors",
             "Replay-store failures, by kind (connect, timeout, closed, protocol, oom, "
-            "moved, reply, auth, version; down: a master skipped while it backs off)",
+            "moved, reply, auth, version, config; down: a master skipped while it backs "
+            "off)",
             ["kind"],
             registry=r,
         )
@@ -417,10 +421,17 @@ class RedisReplayStore:
             if time.monotonic() < mst.retry_at:
                 raise StoreFailure("down", f"{address}: down ({mst.last_error})")
         conn = Connection(mst.endpoint, self._tls)
-        conn.connect(deadline)
+        conn.connect(max(deadline, time.monotonic() + CONNECT_TIMEOUT_MIN_S))
         if conn.version < (7, 0):
             conn.close()
             raise StoreFailure("version", f"{address}: Redis 7.0 or newer needed (SET NX GET)")
+        policy = conn.info.get("maxmemory_policy", "")
+        if policy != "noeviction":
+            # An evicting Redis forgets live nonces when full: never used.
+            conn.close()
+            raise StoreFailure(
+                "config", f"{address}: maxmemory-policy is {policy!r}, not noeviction"
+            )
         pool[address] = conn
         with self._lock:
             self._connections.append(conn)
@@ -708,3 +719,39 @@ def _holds_replay_keys(conn: Connection, deadline: float) -> bool:
             return True
         if cursor == b"0":
             return False
+
+
+def inspect_store(
+    *, redis_url: str = "", seeds: Sequence[str] = (), timeout_ms: float = 1000
+) -> dict[str, Any]:
+    """What each master holds and runs, read only (``replay-store status``)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    if seeds:
+        probe = RedisReplayStore(seeds=seeds, horizon_ms=1, skew_ms=0, timeout_ms=timeout_ms)
+        probe._refresh_slots()
+        masters = probe._masters
+    else:
+        masters = [_Master(parse_url(redis_url), MARKER_KEY)]
+    out = []
+    for mst in masters:
+        conn = Connection(mst.endpoint)
+        entry: dict[str, Any] = {"address": mst.endpoint.address}
+        try:
+            conn.connect(deadline)
+            marker, keys = conn.call(pack(b"GET", mst.marker_key) + pack(b"DBSIZE"), 2, deadline)
+            entry.update(
+                up=True,
+                version=conn.info.get("redis_version"),
+                run_id=conn.run_id,
+                maxmemory_policy=conn.info.get("maxmemory_policy"),
+                used_memory=int(conn.info.get("used_memory", 0)),
+                marker=marker.decode() if isinstance(marker, bytes) else None,
+                keys=keys,
+            )
+        except StoreFailure as e:
+            entry.update(up=False, error=str(e))
+        finally:
+            conn.close()
+        out.append(entry)
+    ok = all(m["up"] and m["marker"] and m["maxmemory_policy"] == "noeviction" for m in out)
+    return {"kind": "redis_cluster" if seeds else "redis", "usable": ok, "masters": out}
