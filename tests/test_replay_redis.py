@@ -305,18 +305,31 @@ def test_settings_that_cannot_work_are_refused(pki):
 # --- engines sharing the store ----------------------------------------------------------
 
 
+async def _answered(client: Client, p: bytes, context=None):
+    """A verdict on the card: BUSY (the node's admission, on a loaded machine) is asked
+    again, as a client would."""
+    for _ in range(50):
+        result = await client.verify(p, context=context)
+        if result.verdict != Verdict.BUSY:
+            return result
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"BUSY 50 times: {result}")
+
+
 async def _both(port_a: int, port_b: int, presentations, context=None):
-    """Each presentation sent to both nodes at once; the pairs of answers."""
+    """Each presentation sent to both nodes at once (64 pairs in flight); the pairs of
+    answers."""
+    window = asyncio.Semaphore(64)
     async with (
         await Client.connect("127.0.0.1", port_a) as a,
         await Client.connect("127.0.0.1", port_b) as b,
     ):
-        return await asyncio.gather(
-            *(
-                asyncio.gather(a.verify(p, context=context), b.verify(p, context=context))
-                for p in presentations
-            )
-        )
+
+        async def pair(p: bytes):
+            async with window:
+                return await asyncio.gather(_answered(a, p, context), _answered(b, p, context))
+
+        return await asyncio.gather(*(pair(p) for p in presentations))
 
 
 def _exactly_once(pairs):
@@ -476,3 +489,46 @@ def test_the_replay_store_command(tmp_path):
         again = cli("init", "--redis-url", r.url)
         assert again.returncode == 2 and "already initialised" in again.stderr
     assert cli("init", "--redis-url", "http://nowhere").returncode == 2
+
+
+_replies = st.recursive(
+    st.none() | st.integers(-(2**20), 2**20) | st.binary(max_size=12) | st.just(b"127.0.0.1"),
+    lambda inner: st.lists(inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(reply=_replies)
+def test_any_cluster_slots_reply_is_read_or_refused_cleanly(reply):
+    """What a node (or anything on its address) answers to CLUSTER SLOTS either makes a
+    slot map or raises one of BAD_REPLY, which the store turns into UNAVAILABLE."""
+    from engine.redis_replay.cluster import BAD_REPLY, SLOTS, SlotMap
+
+    try:
+        m = SlotMap.from_cluster_slots(reply)
+    except BAD_REPLY:
+        return
+    assert m.owner.shape == (SLOTS,)
+    assert int(m.owner.max()) < len(m.masters)
+
+
+def test_a_real_cluster_slots_reply_is_read(tmp_path):
+    from engine.redis_replay.cluster import SlotMap
+
+    with redis_cluster(tmp_path / "c") as cluster:
+        import socket
+
+        import hiredis
+
+        from engine.redis_replay.resp import pack
+
+        reader = hiredis.Reader()
+        with socket.create_connection(("127.0.0.1", cluster.nodes[0].port)) as s:
+            s.sendall(pack(b"CLUSTER", b"SLOTS"))
+            while (reply := reader.gets()) is False:
+                reader.feed(s.recv(65536))
+        m = SlotMap.from_cluster_slots(reply)
+        assert m.complete and sorted(p for _, p in m.masters) == sorted(
+            n.port for n in cluster.nodes
+        )

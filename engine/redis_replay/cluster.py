@@ -15,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 SLOTS = 16384
+# What reading a malformed CLUSTER SLOTS reply can raise (the store catches these).
+BAD_REPLY = (ValueError, IndexError, TypeError, UnicodeDecodeError)
 
 
 def _crc16_table() -> npt.NDArray[np.uint16]:
@@ -67,7 +69,8 @@ class SlotMap:
 
     @classmethod
     def from_cluster_slots(cls, reply: object) -> SlotMap:
-        """From a CLUSTER SLOTS reply: [[first, last, [host, port, id, ...], replicas...]]."""
+        """From a CLUSTER SLOTS reply: [[first, last, [host, port, id, ...], replicas...]].
+        A reply of any other shape raises one of ``BAD_REPLY``."""
         if not isinstance(reply, list) or not reply:
             raise ValueError(f"CLUSTER SLOTS answered {reply!r}")
         masters: list[tuple[str, int]] = []
@@ -75,8 +78,15 @@ class SlotMap:
         owner = np.full(SLOTS, -1, dtype=np.int16)
         for entry in reply:
             first, last, master = int(entry[0]), int(entry[1]), entry[2]
-            host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
-            address = (host, int(master[1]))
+            if not 0 <= first <= last < SLOTS:
+                raise ValueError(f"CLUSTER SLOTS: slot range {first}-{last}")
+            if not isinstance(master, list) or not isinstance(master[0], bytes):
+                raise ValueError(f"CLUSTER SLOTS: master {master!r}")
+            host = master[0].decode("ascii")
+            port = int(master[1])
+            if not 0 < port < 65536 or not host:
+                raise ValueError(f"CLUSTER SLOTS: master address {master[:2]!r}")
+            address = (host, port)
             if address not in masters:
                 masters.append(address)
             k = masters.index(address)

@@ -47,7 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from engine import _core
 from engine import replay as states
-from engine.redis_replay.cluster import SlotMap, tag_for_slots
+from engine.redis_replay.cluster import BAD_REPLY, SlotMap, tag_for_slots
 from engine.redis_replay.resp import (
     Connection,
     Endpoint,
@@ -302,10 +302,8 @@ class RedisReplayStore:
         except StoreFailure as err:
             self._note_failure(None, err)
             return answers, False
-        masters = list(self._masters)
-        if self.cluster:
-            slots = self._slots
-            assert slots is not None
+        masters, slots = self._topology()
+        if slots is not None:
             owner = slots.owner[_core.redis_slots(KEY_PREFIX, keys[idx]).astype(np.intp)]
             groups = [(k, np.flatnonzero(owner == k)) for k in range(len(masters))]
         else:
@@ -337,8 +335,9 @@ class RedisReplayStore:
             lost |= self._check_marker(mst, marker, now_ms)
             answers[pos] = self._answers(replies, tags, idx[pos])
             with self._lock:
-                mst.up = True
-                mst.backoff = 0.0
+                was_up, mst.up, mst.backoff = mst.up, True, 0.0
+            if not was_up:
+                self._update_up()
         if lost:
             self._repair_markers(masters, now_ms)
         return answers, lost
@@ -452,6 +451,7 @@ class RedisReplayStore:
             lost |= self._check_marker(mst, marker, now_ms)
             with self._lock:
                 mst.up = True
+        self._update_up()
         if lost:
             self._repair_markers([m for _, m in masters], now_ms)
         return lost
@@ -535,12 +535,11 @@ class RedisReplayStore:
         if tags is None or not len(hit):
             return
         deadline = time.monotonic() + self.timeout_s
-        masters = list(self._masters)
+        masters, slots = self._topology()
         for k, mst in enumerate(masters):
             rows = hit
-            if self.cluster:
-                assert self._slots is not None
-                owner = self._slots.owner[_core.redis_slots(KEY_PREFIX, keys[hit]).astype(np.intp)]
+            if slots is not None:
+                owner = slots.owner[_core.redis_slots(KEY_PREFIX, keys[hit]).astype(np.intp)]
                 rows = hit[owner == k]
             if not len(rows):
                 continue
@@ -568,6 +567,12 @@ class RedisReplayStore:
                 self._refresh_needed = True  # a failover moves its slots elsewhere
         _RATE.log(logging.WARNING, "replay_store_unavailable", error=str(err))
         self._update_up()
+
+    def _topology(self) -> tuple[list[_Master], SlotMap | None]:
+        """The masters and (Cluster) the slot map, read together: a refresh in another
+        thread replaces both at once."""
+        with self._lock:
+            return list(self._masters), self._slots
 
     def _update_up(self) -> None:
         with self._lock:
@@ -603,7 +608,7 @@ class RedisReplayStore:
                 continue
             try:
                 new = SlotMap.from_cluster_slots(reply)
-            except (ValueError, IndexError, TypeError) as e:
+            except BAD_REPLY as e:
                 last = StoreFailure("protocol", f"{endpoint.address}: {e}")
                 continue
             if not new.complete:
