@@ -375,7 +375,7 @@ def test_redis_killed_mid_run_is_busy_then_the_lost_store_rule(start_server, sce
         async with await Client.connect("127.0.0.1", node.port) as c:
             before = scenarios.presentations([Verdict.OK] * 40, clock.ms())
             ok = await c.verify_batch(before[:20])
-            assert [r.verdict for r in ok] == [Verdict.OK] * 20
+            assert [r.verdict for r in ok] == [Verdict.OK] * 20, (ok[0], await c.status())
             redis.kill()
             down = await c.verify_batch(before[20:])
             # Nothing that could not be checked is OK: BUSY, saying why.

@@ -6,7 +6,7 @@ round trip blocks only that thread (with the GIL released in the socket calls); 
 blocking socket with a deadline is both the fastest client here and the one whose
 failures are the simplest to reason about.  Packing is a bytes join per command
 (redis-py's pipeline builds objects per command and was Python-bound at about a
-quarter of this speed: docs/BENCHMARKS.md, "Shared replay store").
+third of this speed: docs/BENCHMARKS.md, "Fleet: the shared replay store").
 
 Every call takes an absolute deadline (``time.monotonic()``): a server that does not
 answer in time, closes, resets or says anything hiredis cannot parse makes the call
@@ -114,6 +114,7 @@ class Connection:
         self.run_id = ""
         self.version: tuple[int, ...] = ()
         self.info: dict[str, str] = {}  # INFO server and memory, as read at connect
+        self.generation = 0  # its master's failure count when it was made (the store's)
 
     @property
     def connected(self) -> bool:

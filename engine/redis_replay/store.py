@@ -146,6 +146,9 @@ class _Master:
         self.backoff = 0.0
         self.up = False
         self.last_error = ""
+        # Bumped at every failure: the other threads' connections from before it are
+        # dropped unused (one thread learning the server died is enough for all).
+        self.generation = 0
 
 
 class RedisReplayStore:
@@ -412,14 +415,17 @@ class RedisReplayStore:
             pool = self._threads.pool = {}
         address = mst.endpoint.address
         conn = pool.get(address)
-        if conn is not None and conn.connected:
+        if conn is not None and conn.connected and conn.generation == mst.generation:
             return conn, False
+        if conn is not None:
+            conn.close()
         with self._lock:
             if self._closed:
                 raise StoreFailure("closed", "the store is closed")
             if time.monotonic() < mst.retry_at:
                 raise StoreFailure("down", f"{address}: down ({mst.last_error})")
         conn = Connection(mst.endpoint, self._tls)
+        conn.generation = mst.generation
         conn.connect(max(deadline, time.monotonic() + CONNECT_TIMEOUT_MIN_S))
         if conn.version < (7, 0):
             conn.close()
@@ -560,9 +566,13 @@ class RedisReplayStore:
         if mst is not None:
             with self._lock:
                 mst.up = False
+                mst.generation += 1
                 mst.last_error = str(err)
-                mst.backoff = min(RETRY_MAX_S, max(RETRY_MIN_S, 2 * mst.backoff))
-                mst.retry_at = time.monotonic() + mst.backoff
+                if err.kind in _CANNOT_CONNECT:
+                    # Connecting failed: not again before the back-off.  A connection
+                    # that failed once made is simply made again by the next batch.
+                    mst.backoff = min(RETRY_MAX_S, max(RETRY_MIN_S, 2 * mst.backoff))
+                    mst.retry_at = time.monotonic() + mst.backoff
             if self.cluster:
                 self._refresh_needed = True  # a failover moves its slots elsewhere
         _RATE.log(logging.WARNING, "replay_store_unavailable", error=str(err))
@@ -644,6 +654,8 @@ class RedisReplayStore:
             if counts[state]:
                 self.metrics.keys.labels(name).inc(int(counts[state]))
 
+
+_CANNOT_CONNECT = frozenset({"connect", "auth", "version", "config"})
 
 _ANSWER_NAMES = {
     states.FRESH: "fresh",
