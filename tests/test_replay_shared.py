@@ -179,6 +179,19 @@ def test_max_slots_bounds_the_sizing_rule():
             assert c.live(10) == capacity
 
 
+def test_capacity_beyond_any_memory():
+    # Private: the limit is never reached, so the table only grows as keys come.  Shared:
+    # no region can be reserved for it: refused when made, not when it fills.
+    huge = 2**64 - 1
+    assert MemoryReplayCache._max_slots(huge) == 0
+    c = MemoryReplayCache(huge)
+    keys = [os.urandom(32) for _ in range(5_000)]
+    assert c.check_and_record(keys, [10**12] * len(keys), 1) == [FRESH] * len(keys)
+    assert c.check_and_record(keys[:10], [10**12] * 10, 2) == [REPLAYED] * 10
+    with pytest.raises(MemoryError):
+        MemoryReplayCache(huge, shared=True)
+
+
 # --- across processes ---------------------------------------------------------------
 
 

@@ -369,7 +369,9 @@ static int start_migration(esc_replay_table *t, size_t n)
     /* This call records at most max_live - live_bound keys, whatever its n: so the
      * size is bounded by max_live alone (esc_replay_max_slots). */
     size_t room = t->max_live - t->live_bound; /* live_bound <= max_live */
-    want = t->live_bound + old_cap / MIGRATE_PER_KEY + (n < room ? n : room);
+    want = t->live_bound + (n < room ? n : room); /* <= max_live */
+    want = want > SIZE_MAX / 4 - old_cap / MIGRATE_PER_KEY ? SIZE_MAX / 4
+                                                           : want + old_cap / MIGRATE_PER_KEY;
     while (cap / 2 < want) {
         if (cap > SIZE_MAX / 2 / sizeof *slots)
             return -1;
