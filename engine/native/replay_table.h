@@ -2,12 +2,12 @@
  * accepted, each kept until the presentation it came from could no longer be fresh.
  *
  * Open addressing with linear probing over 40-byte slots, hashed with XXH64 under a
- * random per-process seed (holders choose their nonces, so the table must not be
+ * random per-table seed (holders choose their nonces, so the table must not be
  * floodable by chosen collisions).  An expired entry still occupies its slot, keeping
  * probe chains intact, and is reused by the next insertion that passes over it.  The
  * live-entry limit is hard: when reached, a new pair is refused (NO_ROOM) rather than
- * an old one forgotten.  One mutex per table: a batch is checked and recorded as one
- * atomic step, in order.
+ * an old one forgotten.  One mutex per table (shared mode: one for all processes): a
+ * batch is checked and recorded as one atomic step, in order.
  *
  * Nothing is done stop-the-world: every check does at most a bounded amount of
  * upkeep, O(n) plus a constant for n keys, before it handles its keys.
@@ -51,8 +51,9 @@
  * given back in full when its table retired).  Slot arrays go through an allocator:
  * private, mmap/munmap as always; shared, the free half, and giving back is
  * madvise(MADV_REMOVE) of a few pages per check (zeroed with memset where the system
- * cannot remove them).  Only written pages take memory (virtual reservation: 2 x 40 x
- * about 2.3 max_live bytes).
+ * cannot remove them).  Only written pages take memory; the reservation is virtual:
+ * two halves of 40 P bytes, P the least power of two (>= 1024) with 7 P / 16 >= max_live
+ * (2.3 to 4.6 slots per key: about 2.7 GB for ten million).
  *
  * The shared lock is PTHREAD_PROCESS_SHARED and PTHREAD_MUTEX_ROBUST.  A worker killed
  * while holding it makes the next locker get EOWNERDEAD; that one completes any
@@ -64,7 +65,7 @@
  * - a slot it records a key in: counts first (occupied, live_bound, the sweep's count:
  *   left high, which is safe, as they are upper bounds), then the key, then the
  *   expiry, in that order (ORDERED in replay_table.c); the slot was empty or held an
- *   expired record, so a slot torn between them is empty or this key expired;
+ *   expired record, so a slot torn between them is empty or holds this key expired;
  * - a slot a migration moves an entry into: the same order, and the old slot's cursor
  *   (old_next) advances only after, so the entry is moved again (place skips a key
  *   already there);
