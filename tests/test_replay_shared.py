@@ -290,7 +290,7 @@ def _calls(rng, start, count, now):
         now += rng.choice([1, 5, 30])
         keys = [os.urandom(32) for _ in range(60)]
         if start and rng.random() < 0.5:
-            keys[0] = rng.choice(start)  # already recorded
+            keys[0] = rng.choice(start)  # recorded before (live or expired)
         calls.append((keys, [now + rng.choice([200, 10**9]) for _ in keys], now))
         start = [*start, *keys[1:4]]
     return calls
