@@ -26,8 +26,9 @@ cdef class TrustTable:
 
 
 cdef class ReplayTable:
-    cdef esc_replay_table table
+    cdef esc_replay_table *table
     cdef readonly size_t capacity
+    cdef readonly bint shared
 
     cdef int _check(self, const uint8_t *const *keys, const uint64_t *expires, size_t n,
                     uint64_t now_ms, uint8_t *states) noexcept nogil

@@ -14,10 +14,12 @@ from engine.includes.replay_table cimport (
     esc_replay_budgets,
     esc_replay_check,
     esc_replay_debug,
-    esc_replay_free,
-    esc_replay_init,
+    esc_replay_delete,
     esc_replay_live,
+    esc_replay_max_slots,
+    esc_replay_new,
     esc_replay_seen,
+    esc_replay_test_die,
 )
 from engine.includes.verdicts cimport (
     ESC_BAD_HOLDER_SIGNATURE,
@@ -81,18 +83,23 @@ cdef class ReplayTable:
     order (tags are ignored: this table keeps none),
     0 (fresh, now recorded), 1 (seen before and not expired) or 2 (no room: the table
     holds ``capacity`` live keys; nothing live is ever forgotten to make room).
+
+    ``shared=True``: the table lives in memory shared with the processes forked after
+    it is made (one table for a host's worker processes; replay_table.h).
     """
 
-    def __cinit__(self, size_t capacity=10_000_000):
+    def __cinit__(self, size_t capacity=10_000_000, bint shared=False):
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         cdef uint64_t seed = int.from_bytes(os.urandom(8), "little")
-        if esc_replay_init(&self.table, capacity, seed) != 0:
+        self.table = esc_replay_new(capacity, seed, shared)
+        if self.table == NULL:
             raise MemoryError()
         self.capacity = capacity
+        self.shared = shared
 
     def __dealloc__(self):
-        esc_replay_free(&self.table)
+        esc_replay_delete(self.table)  # shared: this process's mapping only
 
     def check_and_record(self, keys, expires_ms, uint64_t now_ms, tags=None):
         cdef _Column col = _Column(keys, "keys")
@@ -105,7 +112,7 @@ cdef class ReplayTable:
                 raise ValueError(f"keys[{i}]: expected 32 bytes, got {col.lens[i]}")
         cdef cnp.ndarray states = np.zeros(n, dtype=np.uint8)
         with nogil:
-            esc_replay_check(&self.table, col.ptrs, <const uint64_t *>cnp.PyArray_DATA(exp),
+            esc_replay_check(self.table, col.ptrs, <const uint64_t *>cnp.PyArray_DATA(exp),
                              <size_t>n, now_ms, <uint8_t *>cnp.PyArray_DATA(states))
         return states.tolist()
 
@@ -119,25 +126,27 @@ cdef class ReplayTable:
                 raise ValueError(f"keys[{i}]: expected 32 bytes, got {col.lens[i]}")
         cdef cnp.ndarray out = np.zeros(n, dtype=np.uint8)
         with nogil:
-            esc_replay_seen(&self.table, col.ptrs, <size_t>n, now_ms,
+            esc_replay_seen(self.table, col.ptrs, <size_t>n, now_ms,
                             <uint8_t *>cnp.PyArray_DATA(out))
         return out.astype(bool)
 
     def live(self, uint64_t now_ms):
         """Keys not expired at ``now_ms``."""
-        return esc_replay_live(&self.table, now_ms)
+        return esc_replay_live(self.table, now_ms)
 
     cdef int _check(self, const uint8_t *const *keys, const uint64_t *expires, size_t n,
                     uint64_t now_ms, uint8_t *states) noexcept nogil:
         # -1 (out of memory) needs no handling: the states are then NO_ROOM (BUSY).
-        return esc_replay_check(&self.table, keys, expires, n, now_ms, states)
+        return esc_replay_check(self.table, keys, expires, n, now_ms, states)
 
     def _upkeep(self):
-        """For tests: the table's incremental upkeep as of the last check."""
-        cdef size_t out[6]
-        esc_replay_debug(&self.table, out)
+        """For tests: the table's incremental upkeep as of the last check, and how
+        many times a lock holder was found dead."""
+        cdef size_t out[7]
+        esc_replay_debug(self.table, out)
         return {"moved": out[0], "counted": out[1], "live_bound": out[2], "slots": out[3],
-                "migrating": bool(out[4]), "counting": bool(out[5])}
+                "migrating": bool(out[4]), "counting": bool(out[5]),
+                "owner_deaths": out[6]}
 
     @staticmethod
     def _budgets(size_t n):
@@ -145,6 +154,20 @@ cdef class ReplayTable:
         cdef size_t move, count
         esc_replay_budgets(n, &move, &count)
         return move, count
+
+    @staticmethod
+    def _max_slots(size_t capacity):
+        """For tests: the most slots a table of this capacity ever has (a shared
+        table's halves)."""
+        return esc_replay_max_slots(capacity)
+
+    @staticmethod
+    def _die_at(int point, size_t after=0):
+        """For tests: this process kills itself with SIGKILL, holding the table's lock,
+        the (after + 1)th time it passes ``point`` (ESC_REPLAY_DIE_*: 1 after a key, 2
+        after an entry migrated, 3/4 a migration's start recorded / half applied, 5/6
+        its end, 7 a piece of a retired table given back, not counted); 0 disarms."""
+        esc_replay_test_die(point, after)
 
 
 PresentationFields = collections.namedtuple(

@@ -64,4 +64,14 @@ class MemoryReplayCache(_core.ReplayTable):
     ``check_and_record`` (the ReplayStore interface) it answers FRESH, REPLAYED or
     NO_ROOM, never UNAVAILABLE; it keeps no tags (``tags`` is ignored), so it
     never answers REPEAT.  ``live(now_ms)``: how many keys are remembered.
+
+    ``MemoryReplayCache(capacity, shared=True)`` is one table for several processes:
+    it lives in shared memory and must be created BEFORE the worker processes are
+    forked (os.fork, or multiprocessing's 'fork' start method); the children use it
+    (the parent may too), and a key is FRESH in exactly one of them.  A worker killed
+    while checking leaves at worst the keys of its unanswered call recorded (a later
+    REPLAYED for a presentation never accepted), never a recorded key forgotten; the
+    others go on (a robust process-shared lock).  A process spawned rather than forked
+    does not see it.  Without ``shared`` the table is private to the process (a forked
+    child gets its own copy).
     """

@@ -15,13 +15,18 @@ from engine.tools.scenarios import BUILDABLE
 from engine.verdicts import Verdict
 from engine.verifier import VerifierConfig, trust_table
 
+# The table's tests run on a private table and on a shared one (tests/test_replay_shared.py
+# has the shared one's own tests: across processes).
+both = pytest.mark.parametrize("shared", [False, True], ids=["private", "shared"])
+
 
 def key(label: str) -> bytes:
     return label.encode().ljust(32, b".")
 
 
-def test_records_then_detects_until_expiry():
-    c = MemoryReplayCache()
+@both
+def test_records_then_detects_until_expiry(shared):
+    c = MemoryReplayCache(shared=shared)
     assert c.check_and_record([key("a"), key("b"), key("a")], [5_000, 9_000, 5_000], 1_000) == [
         FRESH,
         FRESH,
@@ -35,8 +40,9 @@ def test_records_then_detects_until_expiry():
     assert c.live(6_000) == 2
 
 
-def test_capacity_refuses_instead_of_forgetting():
-    c = MemoryReplayCache(capacity=2)
+@both
+def test_capacity_refuses_instead_of_forgetting(shared):
+    c = MemoryReplayCache(capacity=2, shared=shared)
     assert c.check_and_record([key("a"), key("b"), key("c")], [9_000] * 3, 0) == [
         FRESH,
         FRESH,
@@ -47,9 +53,10 @@ def test_capacity_refuses_instead_of_forgetting():
     assert c.check_and_record([key("c")], [20_000], 10_000) == [FRESH]
 
 
-def test_against_a_dict_model_through_growth_and_expiry():
+@both
+def test_against_a_dict_model_through_growth_and_expiry(shared):
     rng = random.Random(5)
-    c = MemoryReplayCache(capacity=50_000)
+    c = MemoryReplayCache(capacity=50_000, shared=shared)
     model: dict[bytes, int] = {}
     pool = [os.urandom(32) for _ in range(30_000)]
     now = 1_000
@@ -91,9 +98,10 @@ def _batch(rng, pool, now, n, horizon):
     return keys, [now + rng.randrange(1, horizon) for _ in keys]
 
 
-def test_model_through_many_migrations_with_expiry_and_jumps():
+@both
+def test_model_through_many_migrations_with_expiry_and_jumps(shared):
     rng = random.Random(11)
-    c = MemoryReplayCache(capacity=1_000_000)
+    c = MemoryReplayCache(capacity=1_000_000, shared=shared)
     model: dict[bytes, int] = {}
     pool = [os.urandom(32) for _ in range(20_000)]
     now, migrations, while_migrating, old_hits = 1_000, 0, 0, 0
@@ -116,12 +124,13 @@ def test_model_through_many_migrations_with_expiry_and_jumps():
     assert migrations >= 5 and while_migrating >= 100 and old_hits >= 500
 
 
-def test_live_limit_exact_while_nothing_expires():
+@both
+def test_live_limit_exact_while_nothing_expires(shared):
     # With no entry expiring the live bound is exact: NO_ROOM exactly at the limit, also
     # while a migration is under way (the table of 4096 slots begins one near 2868 keys).
     rng = random.Random(3)
     capacity = 2_880
-    c = MemoryReplayCache(capacity=capacity)
+    c = MemoryReplayCache(capacity=capacity, shared=shared)
     model: dict[bytes, int] = {}
     pool = [os.urandom(32) for _ in range(4_000)]
     now, refused_while_migrating = 1_000, 0
@@ -138,10 +147,11 @@ def test_live_limit_exact_while_nothing_expires():
     assert len(model) == capacity and refused_while_migrating > 0
 
 
-def test_live_limit_with_expiry_never_exceeded_and_room_comes_back():
+@both
+def test_live_limit_with_expiry_never_exceeded_and_room_comes_back(shared):
     rng = random.Random(8)
     capacity = 3_000
-    c = MemoryReplayCache(capacity=capacity)
+    c = MemoryReplayCache(capacity=capacity, shared=shared)
     model: dict[bytes, int] = {}
     recent: list[bytes] = []
     now, refused = 1_000, 0
@@ -180,11 +190,12 @@ def test_live_limit_with_expiry_never_exceeded_and_room_comes_back():
     assert got == [FRESH]
 
 
-def test_upkeep_per_call_is_bounded():
+@both
+def test_upkeep_per_call_is_bounded(shared):
     # Without timing: the slots a call migrates and counts never exceed the budgets for
     # its number of keys, though migrations and sweeps cover far more in all.
     rng = random.Random(2)
-    c = MemoryReplayCache(capacity=40_000)
+    c = MemoryReplayCache(capacity=40_000, shared=shared)
     now, moved, counted, seen_migrations = 1_000, 0, 0, 0
     for _ in range(6_000):
         now += rng.choice([1, 3, 10, 200])
