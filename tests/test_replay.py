@@ -354,3 +354,17 @@ def test_the_replay_stage_runs_after_the_check():
         batch.replay_candidates(1_000)
     with pytest.raises(RuntimeError, match="not been checked"):
         batch.replay(_core.ReplayTable(), 0, 1_000)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_seen_looks_up_without_recording(shared):
+    """The first-level filter's look-up: live records only, and nothing is recorded."""
+    table = _core.ReplayTable(1000, shared=shared)
+    keys = [os.urandom(32) for _ in range(6)]
+    assert table.check_and_record(keys[:3], [2_000, 2_000, 500], 100) == [0, 0, 0]
+    assert table.seen(keys, 1_000).tolist() == [True, True, False, False, False, False]
+    assert table.seen(keys, 100).tolist() == [True, True, True, False, False, False]
+    # Nothing was recorded by looking: the unseen keys are still fresh.
+    assert table.check_and_record(keys[3:], [2_000] * 3, 1_000) == [0, 0, 0]
+    with pytest.raises(ValueError, match="32 bytes"):
+        table.seen([b"short"], 0)

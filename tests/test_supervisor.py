@@ -353,12 +353,6 @@ def test_one_metrics_endpoint_shows_every_worker(fleet, scenarios):
     assert samples[("essc_supervisor_restarts_total", ())] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each worker has its own copy of the in-process replay table until the table "
-    "in shared memory (MemoryReplayCache(capacity, shared=True)) is made by the supervisor "
-    "before the fork (supervisor._shared_replay_table)",
-)
 def test_a_presentation_is_accepted_once_across_workers(fleet, scenarios):
     f = fleet()
 

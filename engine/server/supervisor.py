@@ -79,16 +79,12 @@ def processes(cfg: Config) -> int:
 
 
 def _shared_replay_table(cfg: Config) -> ReplayStore | None:
-    """The replay store the workers share, made before they are forked; None when a Redis
-    store is configured (each worker connects to it after the fork).
-
-    This is the in-process table: after the fork each worker holds its own copy, so a
-    nonce is remembered by the worker that accepted it only.  The table in shared memory,
-    ``MemoryReplayCache(capacity, shared=True)``, replaces it here, one table for all.
-    """
+    """The replay store the workers share, made before they are forked: one native table
+    in shared memory (a nonce is accepted by one worker of the host only); None when a
+    Redis store is configured (each worker connects to it after the fork)."""
     if cfg.replay.redis_url or cfg.replay.redis_cluster_nodes:
         return None
-    return MemoryReplayCache(cfg.verification.replay_capacity)
+    return MemoryReplayCache(cfg.verification.replay_capacity, shared=True)
 
 
 def _check(cfg: Config) -> None:
