@@ -1,6 +1,6 @@
 """The fleet's shared replay store (engine.redis_replay) against the in-process table,
 and its client against redis-py, all against real redis-server processes started here
-(no persistence, ``noeviction``, free loopback ports; bench/redis_process.py).
+(no persistence, ``noeviction``, free loopback ports; engine/tools/redis_process.py).
 
 Rows, each subject and baseline measured in the same run, in alternating rounds (the
 median round counts, the notes give the spread):
@@ -47,7 +47,7 @@ import numpy as np
 
 from bench import compare_server as cs
 from bench.harness import Row
-from bench.redis_process import RedisProcess, redis_cluster, redis_server
+from engine.tools.redis_process import RedisProcess, redis_cluster, redis_server
 
 TOPIC = "fleet"
 WORK = cs.ROOT / "var" / "bench" / "fleet"
@@ -370,7 +370,7 @@ def _memory_per_nonce(redis: RedisProcess) -> str:
 
     out = []
     for label, value in (("no tag", NO_TAG), ("16-byte tag", b"t" * 16)):
-        redis.command("FLUSHALL", "SYNC")
+        redis.command_raw("FLUSHALL", "SYNC")
         before = int(redis.info("memory")["used_memory"])
         exp = b"%d" % (int(time.time() * 1000) + 600_000)
         keys = _keys(1, MEMORY_KEYS)[0]
@@ -384,10 +384,10 @@ def _memory_per_nonce(redis: RedisProcess) -> str:
         finally:
             conn.close()
         mem = redis.info("memory")
-        dbsize = redis.command("DBSIZE")
+        dbsize = redis.command_raw("DBSIZE")
         per = (int(mem["used_memory"]) - before) / MEMORY_KEYS
         out.append(f"{per:.0f} B ({label}, {dbsize:,} keys)")
-    redis.command("FLUSHALL", "SYNC")
+    redis.command_raw("FLUSHALL", "SYNC")
     return (
         f"memory per live nonce (INFO used_memory growth over {MEMORY_KEYS:,} keys "
         f"{KEY_PREFIX.decode()}<32 bytes> with an expiry): " + ", ".join(out)
@@ -400,7 +400,7 @@ def _memory_per_nonce(redis: RedisProcess) -> str:
 def _engine_rows(redis: RedisProcess, plan: Plan, server_pin, load_pin) -> list[Row]:
     from engine.redis_replay import init_store
 
-    redis.command("FLUSHALL", "SYNC")
+    redis.command_raw("FLUSHALL", "SYNC")
     init_store(redis_url=redis.url)
     corpus_dir = cs.corpus()
     cfg = cs.engine_config(corpus_dir)

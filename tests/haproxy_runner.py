@@ -10,19 +10,16 @@ stopped (``haproxy()`` is a context manager).
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 import pathlib
-import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 
-from realservers import free_port, port_open, require_program, wait_for
+from realservers import require_program
 
-CONFIG = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "haproxy.cfg"
-BACKEND = "essc"
-SERVERS = ("e1", "e2", "e3")  # the backend's servers, in the file's order
+from engine.tools.haproxy_process import BACKEND, CONFIG, SERVERS, HAProxyProcess
+
+__all__ = ["BACKEND", "CONFIG", "SERVERS", "HAProxy", "check_config", "haproxy"]
 
 
 def check_config(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -36,9 +33,9 @@ def check_config(env: dict[str, str] | None = None) -> subprocess.CompletedProce
     )
 
 
-class HAProxy:
-    """``engines``: (port, agent port) of e1, e2, e3 (missing ones: a free port with
-    nothing behind it, which the health check marks DOWN)."""
+class HAProxy(HAProxyProcess):
+    """engine.tools.haproxy_process's HAProxy with the tests' short check intervals,
+    skipped (failed under CI) where the machine has none."""
 
     def __init__(
         self,
@@ -48,84 +45,8 @@ class HAProxy:
         check_inter: str = "200ms",
         agent_inter: str = "100ms",
     ):
-        self.binary = require_program("haproxy")
-        self.workdir = workdir
-        self.port = free_port()
-        self.socket_path = workdir / "haproxy.sock"
-        self.log_path = workdir / "haproxy.log"
-        engines = list(engines) + [(free_port(), free_port()) for _ in SERVERS[len(engines) :]]
-        self.env = {
-            "FLEET_BIND": f"127.0.0.1:{self.port}",
-            "FLEET_STATS_SOCKET": str(self.socket_path),
-            "FLEET_CHECK_INTER": check_inter,
-            "FLEET_AGENT_INTER": agent_inter,
-        }
-        for name, (port, agent) in zip(SERVERS, engines):
-            self.env[f"FLEET_{name.upper()}"] = f"127.0.0.1:{port}"
-            self.env[f"FLEET_{name.upper()}_AGENT"] = str(agent)
-        self.proc: subprocess.Popen[bytes] | None = None
-        workdir.mkdir(parents=True, exist_ok=True)
-
-    def start(self) -> HAProxy:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "-db", "-f", str(CONFIG)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env={**os.environ, **self.env},
-            )
-        wait_for(self._ready, what=f"haproxy on port {self.port}")
-        return self
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"haproxy exited with {self.proc.returncode}: {self.log()}")
-        return self.socket_path.exists() and port_open(self.port)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def command(self, line: str) -> str:
-        """One command on the stats socket (the socket closes after the answer)."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(10)
-            s.connect(str(self.socket_path))
-            s.sendall(line.encode() + b"\n")
-            out = b""
-            while chunk := s.recv(65536):
-                out += chunk
-        return out.decode()
-
-    def stats(self) -> dict[str, dict[str, str]]:
-        """``show stat`` of the backend's servers, by name (status: UP, DOWN, DRAIN, ...)."""
-        text = self.command("show stat").lstrip("# ")
-        rows = csv.DictReader(io.StringIO(text))
-        return {r["svname"]: r for r in rows if r["pxname"] == BACKEND and r["svname"] in SERVERS}
-
-    def status(self) -> dict[str, str]:
-        return {name: row["status"] for name, row in self.stats().items()}
-
-    def wait_status(self, want: dict[str, str], timeout: float = 20.0) -> None:
-        """Until every server named in ``want`` has that status (a prefix: "DOWN"
-        matches "DOWN 1/2")."""
-        seen: dict[str, str] = {}
-
-        def ok() -> bool:
-            seen.update(self.status())
-            return all(seen.get(k, "").startswith(v) for k, v in want.items())
-
-        wait_for(ok, timeout=timeout, interval=0.05, what=f"haproxy status {want} (last: {seen})")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
+        require_program("haproxy")
+        super().__init__(workdir, engines, check_inter=check_inter, agent_inter=agent_inter)
 
 
 @contextlib.contextmanager

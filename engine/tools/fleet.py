@@ -17,65 +17,29 @@ Redis answers errors (BUSY), never forgets a nonce.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
-import io
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from engine.redis_replay.store import init_store
+from engine.tools.haproxy_process import SERVERS as SERVER_NAMES
+from engine.tools.haproxy_process import HAProxyProcess
+from engine.tools.processes import ProcessError, die_with_parent, free_port, wait_until
+from engine.tools.redis_process import RedisProcess
 
-# deploy/haproxy.cfg of the source tree this module belongs to.
-HAPROXY_CFG = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"
-BACKEND = "essc"
-SERVER_NAMES = ("e1", "e2", "e3")  # the backend's servers in deploy/haproxy.cfg
+FleetError = ProcessError  # what start and stop raise
+
 # The health check's request and the engine's answer (deploy/haproxy.cfg).
 PING = bytes.fromhex("0000000f82a2696401a474797065a470696e67")
 PONG = bytes.fromhex("0000000b82a2696401a4706f6e67c3")
 # A PROXY protocol v2 LOCAL header (a connection of the balancer's own, as its health
 # checks send): the nodes take PROXY headers from the fleet's host, so pings carry one.
 PROXY_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])
-
-
-class FleetError(Exception):
-    """A part of the fleet did not start or stop as it should; the message says which."""
-
-
-def find_program(name: str) -> str:
-    path = shutil.which(name) or next(
-        (str(p) for d in ("/usr/sbin", "/usr/bin") if (p := pathlib.Path(d, name)).exists()),
-        None,
-    )
-    if path is None:
-        raise FleetError(
-            f"{name} is not installed: scripts/require-packages.sh redis-server haproxy "
-            "installs it (make fleet runs it)"
-        )
-    return path
-
-
-def wait_until(ok: Callable[[], bool], timeout: float, what: str) -> None:
-    """Polls ``ok`` until it holds (returns at once when it does); FleetError after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not ok():
-        if time.monotonic() > deadline:
-            raise FleetError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def pings(host: str, port: int, *, proxy_header: bool = False) -> bool:
@@ -105,7 +69,6 @@ class FleetLayout:
     agent_ports: tuple[int, ...] = (7711, 7712, 7713)
     metrics_ports: tuple[int, ...] = (9701, 9702, 9703)
     redis_port: int = 7720
-    stats_socket: str = ""  # HAProxy's admin socket; empty: in the fleet's directory
     check_inter: str = "1s"
     agent_inter: str = "500ms"
 
@@ -149,9 +112,9 @@ class Fleet:
         self.settings = list(settings)
         self.python = python
         self.env = {**os.environ, **(env or {})}
-        self.redis: subprocess.Popen[bytes] | None = None
+        self.redis: RedisProcess | None = None
         self.nodes: list[subprocess.Popen[bytes] | None] = [None] * len(layout.node_ports)
-        self.haproxy: subprocess.Popen[bytes] | None = None
+        self.haproxy: HAProxyProcess | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
     # --- the whole fleet ----------------------------------------------------------------
@@ -173,12 +136,14 @@ class Fleet:
     def stop(self) -> None:
         """Every process, the balancer first (no new connections), then the nodes
         (each drains), then Redis."""
-        _terminate(self.haproxy)
-        self.haproxy = None
+        if self.haproxy is not None:
+            self.haproxy.stop()
+            self.haproxy = None
         for k in range(len(self.nodes)):
             self.stop_node(k)
-        _terminate(self.redis)
-        self.redis = None
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
 
     @property
     def server_names(self) -> tuple[str, ...]:
@@ -188,23 +153,8 @@ class Fleet:
 
     def start_redis(self, timeout: float = 30.0) -> None:
         lay = self.layout
-        args = [
-            find_program("redis-server"),
-            "--bind", lay.host,
-            "--port", str(lay.redis_port),
-            "--save", "",
-            "--appendonly", "no",
-            "--maxmemory-policy", "noeviction",
-            "--protected-mode", "no",
-            "--dir", str(self.workdir),
-            "--logfile", str(self.workdir / "redis.log"),
-        ]  # fmt: skip
-        self.redis = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        wait_until(
-            lambda: _alive(self.redis, "redis-server") and _connects(lay.host, lay.redis_port),
-            timeout,
-            f"redis-server on {lay.host}:{lay.redis_port}",
-        )
+        self.redis = RedisProcess(self.workdir / "redis", host=lay.host, port=lay.redis_port)
+        self.redis.start(timeout)
 
     # --- engine nodes -------------------------------------------------------------------
 
@@ -234,7 +184,7 @@ class Fleet:
                 stdout=log,
                 stderr=log,
                 env=self.env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()
@@ -275,83 +225,26 @@ class Fleet:
 
     # --- HAProxy ------------------------------------------------------------------------
 
-    @property
-    def stats_socket(self) -> pathlib.Path:
-        return pathlib.Path(self.layout.stats_socket or self.workdir / "haproxy.sock")
-
-    def start_haproxy(self, timeout: float = 30.0, config: pathlib.Path = HAPROXY_CFG) -> None:
+    def start_haproxy(self, timeout: float = 30.0) -> None:
         lay = self.layout
-        env = dict(self.env)
-        env.update(
-            FLEET_BIND=f"{lay.host}:{lay.front_port}",
-            FLEET_STATS_SOCKET=str(self.stats_socket),
-            FLEET_CHECK_INTER=lay.check_inter,
-            FLEET_AGENT_INTER=lay.agent_inter,
+        self.haproxy = HAProxyProcess(
+            self.workdir / "haproxy",
+            list(zip(lay.node_ports, lay.agent_ports)),
+            host=lay.host,
+            port=lay.front_port,
+            check_inter=lay.check_inter,
+            agent_inter=lay.agent_inter,
         )
-        for k, name in enumerate(SERVER_NAMES):
-            # Servers beyond the fleet's nodes point at a port nobody listens on: DOWN.
-            port = lay.node_ports[k] if k < len(lay.node_ports) else free_port()
-            agent = lay.agent_ports[k] if k < len(lay.agent_ports) else free_port()
-            env[f"FLEET_{name.upper()}"] = f"{lay.host}:{port}"
-            env[f"FLEET_{name.upper()}_AGENT"] = str(agent)
-        log = open(self.workdir / "haproxy.log", "ab")  # noqa: SIM115 (the child owns it)
-        try:
-            self.haproxy = subprocess.Popen(
-                [find_program("haproxy"), "-db", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=env,
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            log.close()
-        wait_until(
-            lambda: (
-                _alive(self.haproxy, "haproxy", self.workdir / "haproxy.log")
-                and self.stats_socket.exists()
-                and _connects(lay.host, lay.front_port)
-            ),
-            timeout,
-            f"haproxy on {lay.host}:{lay.front_port}",
-        )
-
-    def haproxy_command(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(10)
-            s.connect(str(self.stats_socket))
-            s.sendall(line.encode() + b"\n")
-            out = b""
-            while chunk := s.recv(65536):
-                out += chunk
-        return out.decode()
+        self.haproxy.start(timeout)
 
     def status(self) -> dict[str, str]:
         """The balancer's view of each node: UP, DOWN, DRAIN, ... (``show stat``)."""
-        rows = csv.DictReader(io.StringIO(self.haproxy_command("show stat").lstrip("# ")))
-        return {
-            r["svname"]: r["status"]
-            for r in rows
-            if r["pxname"] == BACKEND and r["svname"] in self.server_names
-        }
+        assert self.haproxy is not None, "the balancer is not running"
+        return {k: v for k, v in self.haproxy.status().items() if k in self.server_names}
 
     def wait_status(self, want: dict[str, str], timeout: float = 30.0) -> None:
-        seen: dict[str, str] = {}
-
-        def ok() -> bool:
-            seen.update(self.status())
-            return all(seen.get(k, "").startswith(v) for k, v in want.items())
-
-        wait_until(ok, timeout, f"haproxy status {want} (last seen {seen})")
-
-
-def _die_with_parent() -> None:
-    """In each child before exec: SIGTERM when the fleet's process dies, however it
-    dies (Linux prctl PR_SET_PDEATHSIG), so no node or server outlives it."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        assert self.haproxy is not None, "the balancer is not running"
+        self.haproxy.wait_status(want, timeout)
 
 
 def _alive(
@@ -364,12 +257,6 @@ def _alive(
         code = None if proc is None else proc.returncode
         raise FleetError(f"{what} exited ({code}){tail}")
     return True
-
-
-def _connects(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 60.0) -> int | None:

@@ -1,6 +1,8 @@
-"""redis-server for the benchmarks: standalone or a Cluster of masters, on free loopback
-ports, no persistence, ``noeviction``, always stopped (the approach of
-tests/realservers.py, without pytest: the benchmarks do not import from tests/).
+"""redis-server as a child process, the way the fleet runs it: standalone or a Cluster
+of masters on loopback, no persistence, ``maxmemory-policy noeviction`` (a full Redis
+answers errors, never forgets a nonce), always stopped.  `make fleet`
+(engine/tools/fleet.py), the tests (tests/realservers.py) and the benchmarks
+(bench/compare_fleet.py) all run Redis through this module.
 """
 
 from __future__ import annotations
@@ -8,56 +10,41 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 
 import hiredis
 
+from engine.redis_replay.resp import pack
+from engine.tools.processes import ProcessError, die_with_parent, find_program, free_port
+from engine.tools.processes import wait_until as _wait_until
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def redis_binary() -> str | None:
-    return shutil.which("redis-server") or next(
-        (p for p in ("/usr/sbin/redis-server", "/usr/bin/redis-server") if os.path.exists(p)),
-        None,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+MARKERS = "essc:marker*"  # the replay store's marker keys (engine/redis_replay/store.py)
 
 
 class RedisProcess:
-    """One redis-server on 127.0.0.1 (``prefix``: a command it runs under, e.g. taskset)."""
+    """One redis-server on ``host:port`` (port None: a free one; ``prefix``: a command it
+    runs under, such as taskset).  ``kill()`` ends it at once, as a crash does;
+    ``start()`` again brings it back on the same port with no data."""
 
     def __init__(
         self,
         workdir: pathlib.Path,
         *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
         cluster: bool = False,
         prefix: Sequence[str] = (),
         extra: Sequence[str] = (),
     ):
-        binary = redis_binary()
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (Debian package redis-server)")
-        self.binary = binary
-        self.port = free_port()
-        self.bus_port = free_port() if cluster else 0
+        self.binary = find_program("redis-server")
+        self.host = host
+        self.port = port or free_port(host)
+        # The cluster bus would be port + 10000 by default: any free port instead.
+        self.bus_port = free_port(host) if cluster else 0
         self.workdir = workdir
         self.cluster = cluster
         self.prefix = list(prefix)
@@ -66,17 +53,17 @@ class RedisProcess:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
-    def start(self) -> RedisProcess:
+    def start(self, timeout: float = 20.0) -> RedisProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
-            "--bind", "127.0.0.1",
+            "--bind", self.host,
             "--port", str(self.port),
             "--save", "",
             "--appendonly", "no",
@@ -96,28 +83,30 @@ class RedisProcess:
                 "--cluster-port", str(self.bus_port),
             ]  # fmt: skip
         self.proc = subprocess.Popen(
-            [*self.prefix, *args, *self.extra], stdin=subprocess.DEVNULL, start_new_session=True
+            [*self.prefix, *args, *self.extra],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # stopped as a group (a taskset prefix included)
+            preexec_fn=die_with_parent,
         )
-        _wait(self._answers, 20, f"redis-server on port {self.port}")
+        _wait_until(self._answers, timeout, f"redis-server on {self.address}")
         return self
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             log = self.workdir / "redis.log"
             text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {text}")
+            raise ProcessError(f"redis-server exited with {self.proc.returncode}: {text}")
         try:
-            return self.command("PING") == b"PONG"
+            return self.command_raw("PING") == b"PONG"
         except OSError:
             return False
 
-    def command(self, *args: str | bytes) -> object:
-        """One command over a fresh connection (set-up and checks, never timed)."""
+    def command_raw(self, *args: str | bytes) -> object:
+        """One command over a fresh connection (set-up and checks, never timed); the
+        reply as hiredis gives it (bytes, int, list, None)."""
         reader = hiredis.Reader()
-        parts = [a.encode() if isinstance(a, str) else a for a in args]
-        out = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
-            s.sendall(out)
+        with socket.create_connection((self.host, self.port), timeout=30) as s:
+            s.sendall(pack(*(a.encode() if isinstance(a, str) else a for a in args)))
             while (reply := reader.gets()) is False:
                 data = s.recv(65536)
                 if not data:
@@ -126,7 +115,7 @@ class RedisProcess:
         return reply
 
     def info(self, section: str) -> dict[str, str]:
-        text = self.command("INFO", section)
+        text = self.command_raw("INFO", section)
         assert isinstance(text, bytes)
         return dict(line.split(":", 1) for line in text.decode().splitlines() if ":" in line)
 
@@ -138,22 +127,29 @@ class RedisProcess:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
     def empty_keeping_markers(self) -> None:
-        """Drops every key but the replay store's markers (between timed rounds, so that
-        memory stays bounded): the store then sees its marker unchanged, no loss."""
-        names = self.command("KEYS", "essc:marker*")
+        """Drops every key but the replay store's markers (between benchmark rounds, so
+        memory stays bounded): the store sees its markers unchanged, no loss."""
+        names = self.command_raw("KEYS", MARKERS)
         assert isinstance(names, list)
-        values = [self.command("GET", n) for n in names]
-        self.command("FLUSHALL", "SYNC")
+        values = [self.command_raw("GET", n) for n in names]
+        self.command_raw("FLUSHALL", "SYNC")
         for n, v in zip(names, values):
             if isinstance(v, bytes):
-                self.command("SET", n, v)
+                self.command_raw("SET", n, v)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; everything it held is gone."""
+        self._signal_group(signal.SIGKILL)
 
     def stop(self) -> None:
+        self._signal_group(signal.SIGTERM)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = None
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, sig)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
@@ -164,37 +160,45 @@ class RedisProcess:
 
 
 class RedisClusterProcesses:
-    """``masters`` redis-server nodes in Cluster mode, slots spread evenly, waited for
-    until every node reports ``cluster_state:ok``."""
+    """``masters`` redis-server nodes in Cluster mode, slots spread evenly, formed without
+    redis-cli (CLUSTER ADDSLOTSRANGE, then MEET) and waited for until every node reports
+    ``cluster_state:ok``."""
+
+    node_type: type[RedisProcess] = RedisProcess
 
     def __init__(self, workdir: pathlib.Path, masters: int = 3, prefix: Sequence[str] = ()):
         self.nodes = [
-            RedisProcess(workdir / f"node{k}", cluster=True, prefix=prefix) for k in range(masters)
+            self.node_type(workdir / f"node{k}", cluster=True, prefix=prefix)
+            for k in range(masters)
         ]
 
     @property
     def seeds(self) -> list[str]:
         return [n.address for n in self.nodes]
 
-    def start(self) -> RedisClusterProcesses:
+    def start(self, timeout: float = 30.0) -> RedisClusterProcesses:
         for node in self.nodes:
             node.start()
         per = 16384 // len(self.nodes)
         for k, node in enumerate(self.nodes):
             lo = k * per
             hi = 16383 if k == len(self.nodes) - 1 else lo + per - 1
-            assert node.command("CLUSTER", "ADDSLOTSRANGE", str(lo), str(hi)) == b"OK"
+            reply = node.command_raw("CLUSTER", "ADDSLOTSRANGE", str(lo), str(hi))
+            if reply != b"OK":
+                raise ProcessError(f"CLUSTER ADDSLOTSRANGE on {node.address}: {reply!r}")
+        first = self.nodes[0]
         for node in self.nodes[1:]:
-            reply = self.nodes[0].command(
-                "CLUSTER", "MEET", "127.0.0.1", str(node.port), str(node.bus_port)
+            reply = first.command_raw(
+                "CLUSTER", "MEET", node.host, str(node.port), str(node.bus_port)
             )
-            assert reply == b"OK", reply
-        _wait(self._ok, 30, "cluster_state:ok on every node")
+            if reply != b"OK":
+                raise ProcessError(f"CLUSTER MEET {node.address}: {reply!r}")
+        _wait_until(self._ok, timeout, "cluster_state:ok on every node")
         return self
 
     def _ok(self) -> bool:
         for node in self.nodes:
-            info = node.command("CLUSTER", "INFO")
+            info = node.command_raw("CLUSTER", "INFO")
             if not isinstance(info, bytes) or b"cluster_state:ok" not in info:
                 return False
             if b"cluster_known_nodes:%d" % len(self.nodes) not in info:
