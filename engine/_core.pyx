@@ -19,7 +19,7 @@ beside this one, so the boundary stays small and readable:
 - ``_core_batch.pxi``: a batch's verdicts stage by stage, and the one-time-nonce table.
 - ``_core_requests.pxi``: the server's batches: the requests they came in, and the
   responses encoded in C.
-- ``_core_slots.pxi``: Redis Cluster key slots of a batch (the shared replay store).
+- ``_core_redis.pxi``: the shared replay store's batch work: key slots, commands, answers.
 - ``_core_framing.pxi``: splitting a connection's byte stream into frames.
 - ``_core_revocation.pxi``: revocation look-ups (Bloom filter, exact tier, deltas).
 - ``_core_ed25519.pxi``: test-only entry points into the Ed25519 arithmetic.
@@ -32,7 +32,7 @@ include "_core_pipeline.pxi"
 include "_core_wire.pxi"
 include "_core_batch.pxi"
 include "_core_requests.pxi"
-include "_core_slots.pxi"
+include "_core_redis.pxi"
 include "_core_framing.pxi"
 include "_core_revocation.pxi"
 include "_core_ed25519.pxi"

@@ -532,3 +532,45 @@ def test_a_real_cluster_slots_reply_is_read(tmp_path):
         assert m.complete and sorted(p for _, p in m.masters) == sorted(
             n.port for n in cluster.nodes
         )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(0, 40),
+    tagged=st.lists(st.booleans(), min_size=40, max_size=40),
+    expiry=st.integers(0, 2**64 - 1),
+    marker=st.binary(min_size=1, max_size=40),
+)
+def test_the_native_pipeline_is_the_commands_packed_one_by_one(rows, tagged, expiry, marker):
+    from engine.redis_replay.resp import pack
+    from engine.redis_replay.store import NO_TAG
+
+    k = keys(rows)
+    exp = np.array([expiry - i % 7 if expiry >= 7 else i for i in range(rows)], dtype=np.uint64)
+    tags = [os.urandom(16) if tagged[i] else None for i in range(rows)]
+    want = pack(b"GET", marker) + b"".join(
+        pack(b"SET", KEY_PREFIX + k[i].tobytes(), tags[i] or NO_TAG, b"NX", b"PXAT",
+             b"%d" % int(exp[i]), b"GET")
+        for i in range(rows)
+    )  # fmt: skip
+    assert _core.redis_set_nx_pipeline(marker, KEY_PREFIX, k, exp, tags, NO_TAG) == want
+    untagged = pack(b"GET", marker) + b"".join(
+        pack(b"SET", KEY_PREFIX + k[i].tobytes(), NO_TAG, b"NX", b"PXAT", b"%d" % int(exp[i]),
+             b"GET")
+        for i in range(rows)
+    )  # fmt: skip
+    assert _core.redis_set_nx_pipeline(marker, KEY_PREFIX, k, exp, None, NO_TAG) == untagged
+
+
+def test_the_native_answers():
+    from engine.redis_replay.resp import ReplyError
+
+    mine, other = os.urandom(16), os.urandom(16)
+    replies = [None, mine, other, b"1", ReplyError("OOM full"), mine]
+    states_, errors = _core.redis_set_nx_answers(replies, [mine, mine, mine, None, mine, None])
+    assert states_.tolist() == [
+        states.FRESH, states.REPEAT, states.REPLAYED, states.REPLAYED, states.UNAVAILABLE,
+        states.REPLAYED,  # the same bytes, but this request has no tag: never a repeat
+    ]  # fmt: skip
+    assert errors == [4]
+    assert _core.redis_set_nx_answers([None, b"x"], None)[0].tolist() == [0, 1]

@@ -183,18 +183,20 @@ class Connection:
     def receive(self, replies: int, deadline: float) -> list[object]:
         sock = self._require()
         out: list[object] = []
-        reader = self._reader
+        append, gets, feed = out.append, self._reader.gets, self._reader.feed
+        need = replies
         try:
-            while len(out) < replies:
-                reply = reader.gets()
+            while need:
+                reply = gets()
                 if reply is not False:
-                    out.append(reply)
+                    append(reply)
+                    need -= 1
                     continue
                 sock.settimeout(_remaining(deadline))
                 data = sock.recv(1 << 16)
                 if not data:
                     raise ConnectionError("closed by the server")
-                reader.feed(data)
+                feed(data)
         except Exception as err:
             raise self._fail(err) from None
         return out

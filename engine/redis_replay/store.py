@@ -353,24 +353,15 @@ class RedisReplayStore:
         which: npt.NDArray[np.intp],
         tags: Sequence[bytes | None] | None,
     ) -> bytes:
-        parts = [pack(b"GET", mst.marker_key)]
-        rows = keys[which]
-        exp = expires[which].tolist()
-        for j, i in enumerate(which.tolist()):
-            tag = tags[i] if tags is not None else None
-            value = NO_TAG if tag is None else tag
-            parts.append(
-                pack(
-                    b"SET",
-                    KEY_PREFIX + rows[j].tobytes(),
-                    value,
-                    b"NX",
-                    b"PXAT",
-                    b"%d" % exp[j],
-                    b"GET",
-                )
-            )
-        return b"".join(parts)
+        """The marker read, then SET NX PXAT GET per key: packed in the core."""
+        return _core.redis_set_nx_pipeline(
+            mst.marker_key,
+            KEY_PREFIX,
+            keys[which],
+            expires[which],
+            None if tags is None else [tags[i] for i in which.tolist()],
+            NO_TAG,
+        )
 
     def _answers(
         self,
@@ -378,16 +369,12 @@ class RedisReplayStore:
         tags: Sequence[bytes | None] | None,
         which: npt.NDArray[np.intp],
     ) -> npt.NDArray[np.uint8]:
-        out = np.empty(len(replies), dtype=np.uint8)
-        for j, (reply, i) in enumerate(zip(replies, which.tolist())):
-            if reply is None:
-                out[j] = states.FRESH
-            elif isinstance(reply, bytes):
-                tag = tags[i] if tags is not None else None
-                out[j] = states.REPEAT if tag is not None and reply == tag else states.REPLAYED
-            else:
-                out[j] = states.UNAVAILABLE
-                self._reply_error(reply)
+        """FRESH (nil), REPEAT (this request's tag), REPLAYED (another value) or
+        UNAVAILABLE (an error reply) per key: read in the core."""
+        mine = None if tags is None else [tags[i] for i in which.tolist()]
+        out, errors = _core.redis_set_nx_answers(replies, mine)
+        for j in errors:
+            self._reply_error(replies[j])
         return out
 
     def _reply_error(self, reply: object) -> None:
