@@ -9,8 +9,9 @@ median round counts, the notes give the spread):
    configures it: the native table in front, safe retries on, anonymous keys) for
    batches of 1, 32 and 128 fresh keys against one Redis, baseline the in-process
    ``MemoryReplayCache.check_and_record`` on the same keys;
-2. client speed on one connection, batch 128: the store's path (commands packed by
-   hand, ``engine.redis_replay.resp``: one blocking socket, hiredis parsing) against
+2. client speed on one connection, batch 128: the store's path (the pipeline packed
+   and its answers read in the core, ``_core.redis_set_nx_pipeline``; one blocking
+   socket, hiredis parsing) against
    redis-py's ``pipeline(transaction=False)`` issuing the same
    ``SET key 1 NX PXAT expiry GET`` commands (redis-py parses with hiredis here);
 3. the engine end to end (``python -m engine serve``) with ``replay.redis_url`` set (on
@@ -21,7 +22,12 @@ median round counts, the notes give the spread):
    and p99; the brief's bound: the shared store costs at most a tenth of a request's
    CPU (ratio in-process / Redis at least 1 / 1.1);
 4. Redis Cluster, batch 128: the store with 3 masters (each batch split into one
-   pipeline per master, all sent before any is read) against the store on one Redis.
+   pipeline per master, all sent before any is read) against the store on one Redis;
+5. one, two and three engine nodes behind HAProxy (engine.tools.fleet, the shipped
+   deploy/haproxy.cfg, PROXY protocol, the shared Redis) against one node reached
+   directly with the same store: peak (closed loop) and CPU per request of the nodes
+   and HAProxy together.  On a 2-core machine every node shares the same core, so this
+   shows what the balancer and more processes cost, not how a fleet scales.
 
 Where the machine has two cores or more, the timed client (this process for rows 1, 2
 and 4, the engine server for row 3) runs on core 0 and every redis-server and the load
@@ -40,6 +46,7 @@ import dataclasses
 import os
 import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -248,8 +255,9 @@ def _store_rows(redis: RedisProcess, plan: Plan, pinned: bool) -> list[Row]:
 def _client_row(redis: RedisProcess, plan: Plan, pinned: bool) -> Row:
     import redis as redis_py
 
-    from engine.redis_replay.resp import Connection, pack, parse_url
-    from engine.redis_replay.store import KEY_PREFIX, NO_TAG
+    from engine import _core
+    from engine.redis_replay.resp import Connection, parse_url
+    from engine.redis_replay.store import KEY_PREFIX, MARKER_KEY, NO_TAG
 
     conn = Connection(parse_url(redis.url))
     conn.connect(time.monotonic() + 5)
@@ -257,13 +265,13 @@ def _client_row(redis: RedisProcess, plan: Plan, pinned: bool) -> Row:
     parser = type(client.connection_pool.get_connection("PING")._parser).__name__
 
     def hand(keys: np.ndarray) -> int:
-        exp = b"%d" % (int(time.time() * 1000) + HORIZON_MS)
-        cmds = b"".join(
-            pack(b"SET", KEY_PREFIX + k.tobytes(), NO_TAG, b"NX", b"PXAT", exp, b"GET")
-            for k in keys
-        )
-        replies = conn.call(cmds, len(keys), time.monotonic() + 5)
-        return sum(1 for r in replies if r is not None)
+        # The store's own path: the pipeline packed and its answers read in the core
+        # (the marker's GET at its head, as every batch of the store sends it).
+        exp = np.full(len(keys), int(time.time() * 1000) + HORIZON_MS, dtype=np.uint64)
+        cmds = _core.redis_set_nx_pipeline(MARKER_KEY, KEY_PREFIX, keys, exp, None, NO_TAG)
+        replies = conn.call(cmds, len(keys) + 1, time.monotonic() + 5)
+        states_, _ = _core.redis_set_nx_answers(replies[1:], None)
+        return int((states_ != 0).sum())
 
     def with_redis_py(keys: np.ndarray) -> int:
         exp = int(time.time() * 1000) + HORIZON_MS
@@ -290,21 +298,21 @@ def _client_row(redis: RedisProcess, plan: Plan, pinned: bool) -> Row:
     return Row(
         TOPIC,
         f"client, one connection, pipelines of {CLIENT_BATCH} SET NX PXAT GET",
-        "hand-packed RESP + hiredis",
+        "the store's RESP (core) + hiredis",
         h,
         f"redis-py {redis_py.__version__} pipeline",
         p,
         unit="keys/s",
         valid=not wrong,
         note=(
-            f"median of {plan.rounds} alternating rounds; us per pipeline: hand-packed "
+            f"median of {plan.rounds} alternating rounds; us per pipeline: the store's "
             f"{_spread_us(times['hand'])}, redis-py {_spread_us(times['redis-py'])} "
             f"(its parser: {parser}); both make the same key bytes from the same array "
-            "and check every reply is nil; client CPU per key: hand-packed "
+            "and check every reply is nil; client CPU per key: the store's "
             f"{own['hand'] * 1e6 / max(timed['hand'], 1):.2f} us, redis-py "
             f"{own['redis-py'] * 1e6 / max(timed['redis-py'], 1):.2f} us; "
             "redis-server CPU in the timed rounds per key: "
-            f"hand-packed {spent['hand'] * 1e6 / max(timed['hand'], 1):.2f} us, redis-py "
+            f"the store's {spent['hand'] * 1e6 / max(timed['hand'], 1):.2f} us, redis-py "
             f"{spent['redis-py'] * 1e6 / max(timed['redis-py'], 1):.2f} us"
             + (f"; {wrong} WRONG ANSWERS" if wrong else "")
         ),
@@ -566,6 +574,130 @@ def _engine_rows(redis: RedisProcess, plan: Plan, server_pin, load_pin) -> list[
     return rows
 
 
+class _FleetTarget:
+    """What cs.load needs of a server, for a fleet behind HAProxy: the balancer's
+    address, and the CPU of every node and of HAProxy together."""
+
+    def __init__(self, fleet) -> None:
+        self.fleet = fleet
+        self.port = fleet.layout.front_port
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def pids(self) -> list[int]:
+        procs = [n for n in self.fleet.nodes if n is not None]
+        assert self.fleet.haproxy is not None and self.fleet.haproxy.proc is not None
+        return [p.pid for p in procs] + [self.fleet.haproxy.proc.pid]
+
+    def cpu_s(self) -> float:
+        return sum(_process_cpu_s(pid) for pid in self.pids())
+
+
+def _process_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pin_all_threads(pids: list[int], pin: tuple[str, ...]) -> None:
+    """taskset -a: every thread of each process (its verification threads included)."""
+    if pin:
+        for pid in pids:
+            subprocess.run(["taskset", "-a", "-cp", pin[-1], str(pid)], check=True,
+                           capture_output=True)  # fmt: skip
+
+
+def _peak_runner(subject, done: list, corpus_dir, plan: Plan, label: str, load_pin):
+    """One closed-loop round against ``subject``, offered 1.3 x the best rate so far."""
+    lp = plan.load
+
+    def go(r: int):
+        rate = max(x.throughput for x in done) * 1.3 if done else plan.presign_rps
+        n = int(rate * (lp.warmup_s + lp.peak_s)) + cs.CONCURRENCY
+        mode = ["--concurrency", str(cs.CONCURRENCY), "--presign", str(n)]
+        return cs.load(
+            subject, corpus_dir, mode, lp.peak_s, lp, f"fleet-{label}-{r + 1}", prefix=load_pin
+        )
+
+    return go
+
+
+def _balancer_rows(plan: Plan, server_pin, load_pin) -> list[Row]:
+    """One node direct against 1, 2 and 3 nodes behind HAProxy, all on one Redis."""
+    from engine.tools.fleet import Fleet, FleetLayout
+
+    corpus_dir = cs.corpus()
+    cfg = cs.engine_config(corpus_dir)
+    lp = plan.load
+    rows: list[Row] = []
+    results: dict[str, list[cs.Load]] = {}
+    for nodes in (1, 2, 3):
+        layout = FleetLayout.free(nodes)
+        fleet = Fleet(cfg, layout, WORK / f"fleet-{nodes}")
+        fleet.start()
+        direct = None
+        try:
+            target = _FleetTarget(fleet)
+            _pin_all_threads(target.pids(), server_pin)
+            assert fleet.redis is not None
+            _pin_all_threads([fleet.redis.proc.pid], load_pin)  # type: ignore[union-attr]
+            if nodes == 1:
+                serve = [*server_pin, *cs._py("-m", "engine", "serve", "--config", str(cfg))]
+                direct = cs.ServerProcess(
+                    "fleet-direct", [*serve, "--set", f"replay.redis_url={layout.redis_url}"]
+                )
+
+            runs: dict[str, list[cs.Load]] = {"fleet": []}
+            subjects: dict[str, object] = {"fleet": target}
+            if direct is not None:
+                runs["direct"] = []
+                subjects["direct"] = direct
+            cs._alternating(
+                lp.peak_rounds,
+                {
+                    name: _peak_runner(subject, runs[name], corpus_dir, plan, f"{name}-{nodes}",
+                                       load_pin)
+                    for name, subject in subjects.items()
+                },
+                runs,
+            )  # fmt: skip
+            results[f"{nodes}"] = runs["fleet"]
+            if "direct" in runs:
+                results["direct"] = runs["direct"]
+        finally:
+            if direct is not None:
+                direct.stop()
+            fleet.stop()
+    base = results["direct"]
+    for nodes in ("1", "2", "3"):
+        runs = results[nodes]
+        best, ref = max(runs, key=lambda x: x.throughput), max(base, key=lambda x: x.throughput)
+        rows.append(
+            Row(
+                topic="fleet",
+                what=f"peak through HAProxy, {nodes} node(s), closed loop, 256 in flight",
+                subject=f"HAProxy + {nodes} node(s)",
+                subject_rate=best.throughput,
+                baseline="one node, direct",
+                baseline_rate=ref.throughput,
+                unit="req/s",
+                note=(
+                    f"best of {len(runs)} alternating rounds; CPU s per 1,000 requests "
+                    f"(nodes + HAProxy): {1000 * best.server_cpu_s / best.answered:.3f} "
+                    f"against {1000 * ref.server_cpu_s / ref.answered:.3f} direct; "
+                    f"p99 {best.p99_ms:.2f} against {ref.p99_ms:.2f} ms; "
+                    + "; ".join(best.faults or ["0 mismatches, errors or BUSY"])
+                    + "; every node and HAProxy on one core, the load generator and Redis on "
+                    "the other: this shows the balancer's and the extra processes' cost, "
+                    "not scaling"
+                ),
+            )
+        )
+    return rows
+
+
 def run(quick: bool) -> list[Row]:
     plan = QUICK if quick else FULL
     server_pin, redis_pin = _pins()
@@ -579,6 +711,7 @@ def run(quick: bool) -> list[Row]:
         memory_note = _memory_per_nonce(redis)
         rows[0].note += "; " + memory_note
         rows += _engine_rows(redis, plan, server_pin, redis_pin)
+    rows += _balancer_rows(plan, server_pin, redis_pin)
     return rows
 
 
