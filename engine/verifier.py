@@ -220,7 +220,10 @@ class Verifier:
             return set(), set()
         tags = None
         if parties is not None and getattr(store, "safe_retries", False):
-            tags = [_retry_tag(parties[i], batch.presentation(i)) for i in idx.tolist()]
+            tags = [
+                _retry_tag(parties[i], batch.presentation(i)) if parties[i] else None
+                for i in idx.tolist()
+            ]
         # Tags only to a store that does safe retries: any other keeps its 3 arguments.
         answer = (
             store.check_and_record(keys, expires, now_ms)

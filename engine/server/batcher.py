@@ -87,6 +87,7 @@ class Batcher:
         # Safe retries key the relying party on its mTLS identity and context ids.
         self._safe_retries = bool(getattr(verifier.replay, "safe_retries", False))
         self._keep_contexts = cfg.log.audit or self._safe_retries
+        self._client_certificates = bool(cfg.server.tls_client_ca)
         self.in_flight = 0  # presentations admitted, not yet answered
         self.busy_workers = 0  # batches handed to the threads, not yet delivered
         self.draining = False
@@ -322,11 +323,15 @@ class Batcher:
     def _process(self, batch: Batch) -> list[tuple[int, bytes, int]]:
         """Every stage, then the responses encoded in C."""
         parties = self._parties(batch) if self._safe_retries else None
+        # (None also for a batch of anonymous requests: nobody there can get a repeat.)
         reasons = self.verifier.run(batch, parties=parties)
         return batch.encode({i: r.encode() for i, r in reasons.items() if r})
 
-    def _parties(self, batch: Batch) -> list[bytes]:
-        """Each item's relying party: its connection's identity, its request's ids."""
+    def _parties(self, batch: Batch) -> list[bytes] | None:
+        """Each item's relying party: its connection's identity, its request's ids;
+        None when every request is anonymous (no client certificates, no context)."""
+        if not self._client_certificates and not any(batch.contexts):
+            return None
         out: list[bytes] = []
         for r in range(batch.requests):
             slot, _rid, codes = batch.request_verdicts(r)

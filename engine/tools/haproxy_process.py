@@ -68,6 +68,8 @@ class HAProxyProcess:
         workdir.mkdir(parents=True, exist_ok=True)
 
     def start(self, timeout: float = 20.0) -> HAProxyProcess:
+        # A socket file left by an earlier run would look ready before HAProxy is.
+        self.socket_path.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "-db", "-f", str(self.config)],
@@ -114,7 +116,10 @@ class HAProxyProcess:
         seen: dict[str, str] = {}
 
         def ok() -> bool:
-            seen.update(self.status())
+            try:
+                seen.update(self.status())
+            except (ConnectionRefusedError, FileNotFoundError):
+                return False  # the admin socket is not up yet (a start, a reload)
             return all(seen.get(k, "").startswith(v) for k, v in want.items())
 
         wait_until(ok, timeout, f"haproxy status {want} (last: {seen})")
