@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl
+import struct
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -106,9 +107,18 @@ def pack(*args: bytes) -> bytes:
 class Connection:
     """One blocking connection to one server.  Not thread-safe: one per thread."""
 
-    def __init__(self, endpoint: Endpoint, tls: ssl.SSLContext | None = None):
+    def __init__(
+        self, endpoint: Endpoint, tls: ssl.SSLContext | None = None, io_timeout_s: float = 0.0
+    ):
+        """``io_timeout_s`` > 0 (plain TCP and Unix sockets): the socket blocks in the
+        kernel, bounded by SO_SNDTIMEO / SO_RCVTIMEO, instead of Python's poll before
+        every send and recv: two system calls a round trip instead of four, which on a
+        virtual machine is most of a small batch's cost.  The deadline is then checked
+        after each call, so a round trip ends within its deadline plus one
+        ``io_timeout_s`` at worst."""
         self.endpoint = endpoint
         self._tls = tls
+        self._io_timeout_s = 0.0 if endpoint.tls else io_timeout_s
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader(replyError=ReplyError)
         self.run_id = ""
@@ -139,6 +149,11 @@ class Connection:
             raise StoreFailure("timeout", f"{e.address}: connect timed out") from None
         except (OSError, ssl.SSLError) as err:
             raise StoreFailure("connect", f"{e.address}: {err}") from None
+        if self._io_timeout_s > 0:
+            sock.settimeout(None)
+            tv = struct.pack("ll", int(self._io_timeout_s), int(self._io_timeout_s % 1 * 1e6) or 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
         self._sock = sock
         self._reader = hiredis.Reader(replyError=ReplyError)
         setup = []
@@ -175,7 +190,10 @@ class Connection:
     def send(self, commands: bytes, deadline: float) -> None:
         sock = self._require()
         try:
-            sock.settimeout(_remaining(deadline))
+            if self._io_timeout_s > 0:
+                _remaining(deadline)
+            else:
+                sock.settimeout(_remaining(deadline))
             sock.sendall(commands)
         except Exception as err:
             raise self._fail(err) from None
@@ -192,8 +210,12 @@ class Connection:
                     append(reply)
                     need -= 1
                     continue
-                sock.settimeout(_remaining(deadline))
-                data = sock.recv(1 << 16)
+                if self._io_timeout_s > 0:
+                    data = sock.recv(1 << 16)
+                    _remaining(deadline)
+                else:
+                    sock.settimeout(_remaining(deadline))
+                    data = sock.recv(1 << 16)
                 if not data:
                     raise ConnectionError("closed by the server")
                 feed(data)
@@ -218,7 +240,7 @@ class Connection:
         address = self.endpoint.address
         if isinstance(err, StoreFailure):
             return err
-        if isinstance(err, TimeoutError):
+        if isinstance(err, (TimeoutError, BlockingIOError)):  # BlockingIOError: SO_RCVTIMEO
             return StoreFailure("timeout", f"{address}: no answer in time")
         if isinstance(err, hiredis.ProtocolError):
             return StoreFailure("protocol", f"{address}: {err}")

@@ -411,7 +411,7 @@ class RedisReplayStore:
                 raise StoreFailure("closed", "the store is closed")
             if time.monotonic() < mst.retry_at:
                 raise StoreFailure("down", f"{address}: down ({mst.last_error})")
-        conn = Connection(mst.endpoint, self._tls)
+        conn = Connection(mst.endpoint, self._tls, self.timeout_s)
         conn.generation = mst.generation
         conn.connect(max(deadline, time.monotonic() + CONNECT_TIMEOUT_MIN_S))
         if conn.version < (7, 0):
