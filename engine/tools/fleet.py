@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from engine.redis_replay.store import init_store
 from engine.tools.haproxy_process import SERVERS as SERVER_NAMES
 from engine.tools.haproxy_process import HAProxyProcess
-from engine.tools.processes import ProcessError, die_with_parent, free_port, wait_until
+from engine.tools.processes import ProcessError, die_with_parent, free_ports, wait_until
 from engine.tools.redis_process import RedisProcess
 
 FleetError = ProcessError  # what start and stop raise
@@ -74,13 +74,15 @@ class FleetLayout:
 
     @classmethod
     def free(cls, nodes: int = 3) -> FleetLayout:
-        """Free loopback ports for everything (short check intervals: tests)."""
+        """Free loopback ports for everything, all distinct (short check intervals:
+        tests)."""
+        p = free_ports(2 + 3 * nodes)
         return cls(
-            front_port=free_port(),
-            node_ports=tuple(free_port() for _ in range(nodes)),
-            agent_ports=tuple(free_port() for _ in range(nodes)),
-            metrics_ports=tuple(free_port() for _ in range(nodes)),
-            redis_port=free_port(),
+            front_port=p[0],
+            node_ports=tuple(p[2 : 2 + nodes]),
+            agent_ports=tuple(p[2 + nodes : 2 + 2 * nodes]),
+            metrics_ports=tuple(p[2 + 2 * nodes :]),
+            redis_port=p[1],
             check_inter="200ms",
             agent_inter="100ms",
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
+import random
 import shutil
 import signal
 import socket
@@ -49,6 +50,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports free now, for servers that bind them later: all held at once
+    while they are chosen (so no two are the same), and below the kernel's ephemeral
+    range (so an outgoing connection made meanwhile cannot take one)."""
+    rng = random.Random()
+    held: list[socket.socket] = []
+    try:
+        while len(held) < n:
+            s = socket.socket()
+            try:
+                s.bind((host, rng.randrange(20000, 32000)))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def connects(host: str, port: int) -> bool:
