@@ -633,7 +633,8 @@ def _balancer_rows(plan: Plan, server_pin, load_pin) -> list[Row]:
     lp = plan.load
     rows: list[Row] = []
     results: dict[str, list[cs.Load]] = {}
-    for nodes in (1, 2, 3):
+    counts = (1, 3) if plan is QUICK else (1, 2, 3)
+    for nodes in counts:
         layout = FleetLayout.free(nodes)
         fleet = Fleet(cfg, layout, WORK / f"fleet-{nodes}")
         fleet.start()
@@ -671,7 +672,7 @@ def _balancer_rows(plan: Plan, server_pin, load_pin) -> list[Row]:
                 direct.stop()
             fleet.stop()
     base = results["direct"]
-    for nodes in ("1", "2", "3"):
+    for nodes in (str(n) for n in counts):
         runs = results[nodes]
         best, ref = max(runs, key=lambda x: x.throughput), max(base, key=lambda x: x.throughput)
         rows.append(

@@ -112,17 +112,17 @@ esac
 #   own smoke test (pure Python; `make bench-quick` runs it in CI), two server processes
 #   under fixed-duration loads, about 105 s of a 7.5-minute sanitized run.  The server's
 #   native paths it goes through are all driven by test_server*.py here.
-#   test_fleet.py, test_haproxy.py, test_client_pool.py: engine processes behind a real
-#   HAProxy, and the client library against servers (orchestration and client-side
-#   Python, about 3 minutes sanitized); the server's native paths they go through are
-#   driven by test_server*.py, the replay store's by test_replay_redis.py and
-#   test_supervisor.py (the shared table across forked workers), which do run here.
+#   test_fleet.py, test_haproxy.py, test_client_pool.py, test_supervisor.py: engine
+#   processes behind a real HAProxy or under a supervisor, and the client library
+#   against servers (orchestration and client-side Python, minutes sanitized); the
+#   native paths they go through are driven by test_server*.py, test_replay_redis.py
+#   and test_replay_shared.py (the shared table across forked processes), which run.
 # pytest exits 5 when it collected nothing: reported as a failure, as in `make test`.
 rc=0
 "$VPY" -m pytest -q -p no:cacheprovider --capture=sys \
     --deselect tests/test_bench_harness.py::test_server_topic_quick_end_to_end \
     --ignore tests/test_fleet.py --ignore tests/test_haproxy.py \
-    --ignore tests/test_client_pool.py "$@" || rc=$?
+    --ignore tests/test_client_pool.py --ignore tests/test_supervisor.py "$@" || rc=$?
 if [ $rc -eq 5 ]; then echo "make test-asan: pytest collected no tests" >&2; fi
 if [ $rc -eq 87 ]; then echo "make test-asan: UndefinedBehaviorSanitizer reported an error" >&2; fi
 if compgen -G "$LOGS/asan.*" >/dev/null; then

@@ -30,6 +30,19 @@ def server_config(pki, **settings) -> Config:
 LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 
 
+# How to start the engine's command line in a subprocess on each event loop: on the
+# standard loop with uvloop made unimportable, which is how engine.server.server.run
+# finds a host without it.
+ENGINE_ON = {
+    "uvloop": ["-m", "engine"],
+    "asyncio": [
+        "-c",
+        "import sys; sys.modules['uvloop'] = None; "
+        "from engine.cli.main import main; sys.exit(main())",
+    ],
+}
+
+
 def new_loop(name: str) -> asyncio.AbstractEventLoop:
     return LOOPS[name]()
 
@@ -72,7 +85,11 @@ class ServerThread:
 
     def stop(self) -> None:
         if self.thread.is_alive():
-            self.call(self.server.drain())
+            drain = self.server.drain()
+            try:
+                self.call(drain)
+            except RuntimeError:  # the loop closed meanwhile: a test had drained it
+                drain.close()
             self.thread.join(30)
 
 

@@ -13,23 +13,13 @@ import threading
 import time
 
 import pytest
+from serving import ENGINE_ON
 
 from engine.formats.trustlist import Status
 from engine.tools.pki import init, update_trust_list
 from engine.tools.scenarios import Scenarios
 from engine.verdicts import Verdict
 from engine.wire.client import Client
-
-# How to start the engine's command line on each event loop: on the standard loop with
-# uvloop made unimportable, which is how engine.server.server.run finds a host without it.
-ENGINE_ON = {
-    "uvloop": ["-m", "engine"],
-    "asyncio": [
-        "-c",
-        "import sys; sys.modules['uvloop'] = None; "
-        "from engine.cli.main import main; sys.exit(main())",
-    ],
-}
 
 
 class ServerProcess:

@@ -19,19 +19,12 @@ import time
 import urllib.request
 
 import pytest
+from serving import ENGINE_ON
 
 from engine.tools.pki import init, update_trust_list
 from engine.verdicts import Verdict
 from engine.wire.client import Client
 
-ENGINE_ON = {
-    "uvloop": ["-m", "engine"],
-    "asyncio": [
-        "-c",
-        "import sys; sys.modules['uvloop'] = None; "
-        "from engine.cli.main import main; sys.exit(main())",
-    ],
-}
 DEADLINE_S = 60.0
 
 

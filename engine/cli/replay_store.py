@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 from engine.cli.exit import CommandError
 
@@ -46,35 +47,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         q.set_defaults(func=_init if name == "init" else _status)
 
 
-def _init(args: argparse.Namespace) -> int:
+def _store_call(fn: Any, args: argparse.Namespace) -> Any:
+    """``fn`` on the store the arguments name; its failures as the command's errors."""
     from engine.redis_replay.resp import StoreFailure
-    from engine.redis_replay.store import init_store
 
     try:
-        marked = init_store(
+        return fn(
             redis_url=args.redis_url or "",
             seeds=args.cluster_node or (),
             timeout_ms=args.timeout_ms,
         )
     except (StoreFailure, ValueError) as e:
         raise CommandError(str(e)) from None
-    for address in marked:
+
+
+def _init(args: argparse.Namespace) -> int:
+    from engine.redis_replay.store import init_store
+
+    for address in _store_call(init_store, args):
         print(f"marked {address} as a new replay store")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from engine.redis_replay.resp import StoreFailure
     from engine.redis_replay.store import inspect_store
 
-    try:
-        status = inspect_store(
-            redis_url=args.redis_url or "",
-            seeds=args.cluster_node or (),
-            timeout_ms=args.timeout_ms,
-        )
-    except (StoreFailure, ValueError) as e:
-        raise CommandError(str(e)) from None
+    status = _store_call(inspect_store, args)
     status["checked_at_ms"] = int(time.time() * 1000)
     print(json.dumps(status, indent=2))
     return 0 if status["usable"] else 1

@@ -676,6 +676,15 @@ class _RateLimitedLog:
 _RATE = _RateLimitedLog()
 
 
+def _masters_of(redis_url: str, seeds: Sequence[str], timeout_ms: float) -> list[_Master]:
+    """The masters a store configuration names (a Cluster's from CLUSTER SLOTS)."""
+    if seeds:
+        probe = RedisReplayStore(seeds=seeds, horizon_ms=1, skew_ms=0, timeout_ms=timeout_ms)
+        probe._refresh_slots()
+        return probe._masters
+    return [_Master(parse_url(redis_url), MARKER_KEY)]
+
+
 def init_store(
     *, redis_url: str = "", seeds: Sequence[str] = (), timeout_ms: float = 1000
 ) -> list[str]:
@@ -683,12 +692,7 @@ def init_store(
     do not apply the lost-store rule to it; returns the masters marked.  Refuses a
     store that already holds replay keys or a marker (StoreFailure)."""
     deadline = time.monotonic() + timeout_ms / 1000
-    if seeds:
-        probe = RedisReplayStore(seeds=seeds, horizon_ms=1, skew_ms=0, timeout_ms=timeout_ms)
-        probe._refresh_slots()
-        masters = probe._masters
-    else:
-        masters = [_Master(parse_url(redis_url), MARKER_KEY)]
+    masters = _masters_of(redis_url, seeds, timeout_ms)
     marked = []
     for mst in masters:
         conn = Connection(mst.endpoint)
@@ -730,12 +734,7 @@ def inspect_store(
 ) -> dict[str, Any]:
     """What each master holds and runs, read only (``replay-store status``)."""
     deadline = time.monotonic() + timeout_ms / 1000
-    if seeds:
-        probe = RedisReplayStore(seeds=seeds, horizon_ms=1, skew_ms=0, timeout_ms=timeout_ms)
-        probe._refresh_slots()
-        masters = probe._masters
-    else:
-        masters = [_Master(parse_url(redis_url), MARKER_KEY)]
+    masters = _masters_of(redis_url, seeds, timeout_ms)
     out = []
     for mst in masters:
         conn = Connection(mst.endpoint)
