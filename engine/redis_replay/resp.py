@@ -125,6 +125,7 @@ class Connection:
         self.version: tuple[int, ...] = ()
         self.info: dict[str, str] = {}  # INFO server and memory, as read at connect
         self.generation = 0  # its master's failure count when it was made (the store's)
+        self.fresh = True  # made, not used for a round trip yet (the store's)
 
     @property
     def connected(self) -> bool:

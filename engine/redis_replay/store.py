@@ -321,6 +321,11 @@ class RedisReplayStore:
             try:
                 conn, lost_at_connect = self._connection(k, mst, deadline)
                 lost |= lost_at_connect
+                if conn.fresh:
+                    # A connection made for this batch: its round trip gets a whole
+                    # timeout of its own, whatever the handshake took.
+                    deadline = max(deadline, time.monotonic() + self.timeout_s)
+                    conn.fresh = False
                 commands = self._commands(mst, keys, expires, idx[pos], tags)
                 started = time.perf_counter()
                 conn.send(commands, deadline)
