@@ -21,13 +21,18 @@ class ProcessError(EsscError, RuntimeError):
     """A server did not start or stop as it should; the message says which and why."""
 
 
-def find_program(name: str) -> str:
+def find_program(name: str, package: str | None = None) -> str:
     """The path of ``name`` (PATH, then /usr/sbin and /usr/bin); ProcessError saying
-    how to install it where it is missing."""
+    how to install it (Debian ``package``, where given) where it is missing."""
     path = shutil.which(name) or next(
         (str(p) for d in ("/usr/sbin", "/usr/bin") if (p := pathlib.Path(d, name)).exists()),
         None,
     )
+    if path is None and package is not None:
+        raise ProcessError(
+            f"{name} is not installed (Debian package {package}): "
+            f"scripts/require-packages.sh {package} installs it (make packages runs it)"
+        )
     if path is None:
         raise ProcessError(
             f"{name} is not installed: scripts/require-packages.sh redis-server haproxy "
@@ -46,8 +51,13 @@ def wait_until(ok: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def family(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 literal such as "::1", else AF_INET."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    with socket.socket(family(host)) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
@@ -74,7 +84,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def connects(host: str, port: int) -> bool:
-    with socket.socket() as s:
+    with socket.socket(family(host)) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
 
