@@ -30,7 +30,7 @@ build: $(VENV)/.core-built
 
 # The real servers the fleet runs on and its tests start (Debian packages, installed
 # where missing; tests/realservers.py says what a machine without them lacks).
-FLEET_PACKAGES := redis-server redis-tools haproxy
+FLEET_PACKAGES := redis-server redis-tools haproxy nginx
 packages:
 	@bash scripts/require-packages.sh $(FLEET_PACKAGES) || \
 		echo "make: $(FLEET_PACKAGES) could not be installed: the fleet tests will say so" >&2

@@ -1,5 +1,6 @@
-"""Real servers for the fleet's tests: redis-server (standalone and Cluster) and HAProxy,
-started on free loopback ports with no persistence, and always stopped.
+"""Real servers for the fleet's tests: redis-server (standalone and Cluster), HAProxy
+and nginx (a static publication directory over HTTP), started on free loopback ports
+with no persistence, and always stopped.
 
 The programs come from Debian packages that ``scripts/require-packages.sh`` installs
 (`make test` runs it).  Where a machine cannot provide one, ``require_program`` skips
@@ -19,10 +20,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from engine.tools.nginx_process import NginxProcess
 from engine.tools.redis_process import RedisClusterProcesses, RedisProcess
 
 # Package that provides each program (for the message).
-PACKAGES = {"redis-server": "redis-server", "redis-cli": "redis-tools", "haproxy": "haproxy"}
+PACKAGES = {
+    "redis-server": "redis-server",
+    "redis-cli": "redis-tools",
+    "haproxy": "haproxy",
+    "nginx": "nginx",
+}
 
 
 def require_program(name: str) -> str:
@@ -101,3 +108,18 @@ def redis_cluster(workdir: pathlib.Path, masters: int = 3) -> Iterator[RedisClus
         yield cluster
     finally:
         cluster.stop()
+
+
+class NginxServer(NginxProcess):
+    """nginx serving a directory (engine.tools.nginx_process), skipped (failed under CI)
+    where the machine has none."""
+
+    def __init__(self, workdir: pathlib.Path, root: pathlib.Path, **kwargs):
+        require_program("nginx")
+        super().__init__(workdir, root, **kwargs)
+
+
+@contextlib.contextmanager
+def nginx_server(workdir: pathlib.Path, root: pathlib.Path, **kwargs) -> Iterator[NginxServer]:
+    with NginxServer(workdir, root, **kwargs) as server:
+        yield server
