@@ -82,7 +82,7 @@ def test_bad_magic(snap):
 
 
 def test_wrong_version(snap):
-    assert_refused(damaged(snap, set_u32(8, 2)), r"unsupported format version 2")
+    assert_refused(damaged(snap, set_u32(8, 3)), r"unsupported format version 3")
 
 
 @pytest.mark.parametrize("keep", [0, 7, 15, 100, 255])

@@ -21,6 +21,7 @@ def _pki_init(args: argparse.Namespace) -> int:
     t = created.trust_list
     print(
         f"created {args.dir}: root key, {len(t.issuers)} issuer keys, {len(t.channels)} channels, "
+        f"revocation publisher key {created.publisher_key_path.name}, "
         f"trust list sequence {t.sequence} ({created.trust_list_path})"
     )
     print(
@@ -52,6 +53,7 @@ def _pki_update(args: argparse.Namespace) -> int:
         opened,
         issuer_status=_status_map(args.issuer_status, "issuer"),
         channel_status=_status_map(args.channel_status, "channel"),
+        publisher_status=_status_map(args.publisher_status, "publisher"),
     )
     print(f"signed trust list sequence {trust.sequence} into {opened.trust_list_path}")
     return 0
@@ -140,7 +142,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _vectors(args: argparse.Namespace) -> int:
     from engine.tools import testvectors
 
-    text = testvectors.dumps()
+    text = testvectors.dumps(args.set)
     if args.out == "-":
         sys.stdout.write(text)
     else:
@@ -166,10 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     psub = p.add_subparsers(dest="pki_command", required=True, metavar="SUBCOMMAND")
     q = psub.add_parser(
         "init",
-        help="create a root key, 31 provincial issuer keys, channels and a signed trust list",
+        help="create a root key, 31 provincial issuer keys, a revocation publisher key, "
+        "channels and a signed trust list",
         description="Create demo trust material in DIR: national root key, one issuer key per "
-        "province-level region, channels and a signed trust list. Private keys go to files "
-        "with mode 0600 and are never printed.",
+        "province-level region, the revocation publisher key (revocation-publisher.key, "
+        "certified in the trust list), channels and a signed trust list. Private keys go to "
+        "files with mode 0600 and are never printed.",
     )
     q.add_argument("dir", help="directory to create (must not already hold a PKI)")
     q.set_defaults(func=_pki_init)
@@ -192,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="CHANNEL=STATUS",
         help="active, suspended or revoked (repeatable)",
+    )
+    q.add_argument(
+        "--publisher-status",
+        action="append",
+        default=[],
+        metavar="KEY_ID=STATUS",
+        help="a revocation publisher key: active, suspended or revoked (repeatable)",
     )
     q.set_defaults(func=_pki_update)
 
@@ -255,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the fixed-key test vectors of docs/FORMATS.md.",
     )
     p.add_argument("--out", default="-", help="file, or - for stdout")
+    p.add_argument(
+        "--set",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="1: credentials, presentations, trust list v1 (essc_v1.json); 2: trust list "
+        "v2 and signed revocation files (essc_v2.json)",
+    )
     p.set_defaults(func=_vectors)
 
     p = sub.add_parser(

@@ -11,26 +11,34 @@ process that has the old file mapped, never sees a half-written one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pathlib
 import tempfile
 import time
 from collections.abc import Sequence
 
+import nacl.signing
 import numpy as np
 from tqdm import tqdm
 
 from engine import _core
-from engine.formats import wallets
+from engine.formats import keys, wallets
 from engine.formats.files import StrPath, atomic_writer
 from engine.revocation.format import (
+    ALIGN,
     HASH_XXH64_PAIR,
     HEADER_SIZE,
+    MANIFEST_SECTION,
+    SIGNED_VERSION,
     VERSION,
     Header,
     bloom_blocks_for,
+    data_sections,
+    header_facts,
     layout,
     read_header,
+    read_manifest,
     seal_header,
 )
 from engine.revocation.input import (
@@ -40,8 +48,10 @@ from engine.revocation.input import (
     is_wallet_file,
     read_ids,
 )
+from engine.revocation.manifest import Manifest
 
 DEFAULT_FPR = 0.01
+DEFAULT_EXPIRES_IN_S = 2 * 86400  # a signed file's expires_at: created_at + this
 WRITE_SLICE = 64 << 20
 INSERT_SLICE = 1 << 20
 
@@ -52,6 +62,27 @@ class BuildResult:
     header: Header
     bad: BadLines  # lines skipped with skip_bad (count 0 otherwise)
     read: int  # ids read, duplicates included
+    manifest: Manifest | None = None  # signed files
+
+
+@dataclasses.dataclass(frozen=True)
+class Signer:
+    """A revocation publisher key, and how long what it signs stays current."""
+
+    key_id: str
+    key: nacl.signing.SigningKey
+    expires_in_s: int = DEFAULT_EXPIRES_IN_S
+
+    @classmethod
+    def from_file(cls, path: StrPath, expires_in_s: int = DEFAULT_EXPIRES_IN_S) -> Signer:
+        """From a private key file (``pki init`` writes revocation-publisher.key)."""
+        if expires_in_s <= 0:
+            raise RevocationInputError("the expiry must be a positive number of seconds")
+        try:
+            key, key_id = keys.read_private(pathlib.Path(path))
+        except keys.KeyFileError as e:
+            raise RevocationInputError(str(e)) from None
+        return cls(key_id, key, expires_in_s)
 
 
 class _Spool:
@@ -137,8 +168,10 @@ def build_snapshot(
     by: str = "credential",
     skip_bad: bool = False,
     progress: bool = False,
+    signer: Signer | None = None,
 ) -> BuildResult:
-    """Reads every input and writes a snapshot to ``out`` (atomically)."""
+    """Reads every input and writes a snapshot to ``out`` (atomically); signed with
+    ``signer`` (format version 2), else unsigned (version 1)."""
     if not 0 < fpr < 1:
         raise RevocationInputError(f"--fpr must be between 0 and 1, got {fpr}")
     if sequence < 0:
@@ -149,7 +182,7 @@ def build_snapshot(
     cards, creds, read = _collect(
         inputs, seed, spool_dir, by=by, skip_bad=skip_bad, progress=progress, bad=bad
     )
-    header = write_snapshot(
+    header, manifest = write_snapshot(
         out,
         cards,
         creds,
@@ -158,8 +191,9 @@ def build_snapshot(
         created_at=created_at,
         seed=seed,
         progress=progress,
+        signer=signer,
     )
-    return BuildResult(os.fspath(out), header, bad, read)
+    return BuildResult(os.fspath(out), header, bad, read, manifest)
 
 
 def write_snapshot(
@@ -172,7 +206,8 @@ def write_snapshot(
     seed: int,
     created_at: int | None = None,
     progress: bool = False,
-) -> Header:
+    signer: Signer | None = None,
+) -> tuple[Header, Manifest | None]:
     """Writes a snapshot from sorted duplicate-free card and credential fingerprints."""
     n_cards, n_creds = len(cards), len(creds)
     fps = _core.fp_merge(cards, creds)
@@ -206,8 +241,7 @@ def write_snapshot(
         bucket_bits=bits,
         sections=sections,
     )
-    _write(out, header, [bloom, index, fps], progress)
-    return header
+    return _write(out, header, [bloom, index, fps], progress, signer)
 
 
 def build_delta(
@@ -221,11 +255,22 @@ def build_delta(
     by: str = "credential",
     skip_bad: bool = False,
     progress: bool = False,
+    signer: Signer | None = None,
 ) -> BuildResult:
-    """Writes a delta on top of snapshot ``base``: ids to add and ids to reinstate."""
+    """Writes a delta on top of snapshot ``base``: ids to add and ids to reinstate.
+
+    A signed delta names its snapshot by the digest of the snapshot's manifest, so the
+    snapshot must be signed too."""
     snap = read_header(base)
     if snap.kind != "snapshot":
         raise RevocationInputError(f"{os.fspath(base)}: is a {snap.kind}, not a snapshot")
+    base_digest = b""
+    if signer is not None:
+        if not snap.signed:
+            raise RevocationInputError(
+                f"{os.fspath(base)}: is not signed, so a signed delta cannot name it"
+            )
+        base_digest = read_manifest(base).digest
     sequence = snap.sequence + 1 if sequence is None else sequence
     if sequence <= snap.sequence:
         raise RevocationInputError(
@@ -262,13 +307,26 @@ def build_delta(
         bucket_bits=0,
         sections=sections,
     )
-    _write(out, header, [adds, removes], progress)
-    return BuildResult(os.fspath(out), header, bad, n_add + n_rm)
+    header, manifest = _write(out, header, [adds, removes], progress, signer, base_digest)
+    return BuildResult(os.fspath(out), header, bad, n_add + n_rm, manifest)
 
 
-def _write(out: StrPath, header: Header, arrays: list[np.ndarray], progress: bool) -> None:
+def _write(
+    out: StrPath,
+    header: Header,
+    arrays: list[np.ndarray],
+    progress: bool,
+    signer: Signer | None = None,
+    base_digest: bytes = b"",
+) -> tuple[Header, Manifest | None]:
+    """Writes the sections, then (signed) the manifest over their digests; the header
+    goes in last, once the CRC is known.  The manifest's length does not depend on the
+    digests, so its place, and so the whole header, is fixed before anything is written."""
+    if signer is not None:
+        header = _signed_layout(header, _manifest(header, signer, base_digest, []))
     packed = header.pack()
     crc = _core.crc32c(packed)
+    digests = [hashlib.sha256() for _ in arrays]
     with (
         atomic_writer(out) as f,
         tqdm(
@@ -280,9 +338,9 @@ def _write(out: StrPath, header: Header, arrays: list[np.ndarray], progress: boo
             leave=False,
         ) as bar,
     ):
-        f.write(bytes(HEADER_SIZE))  # the header goes in last, once the CRC is known
+        f.write(bytes(HEADER_SIZE))
         pos = HEADER_SIZE
-        for (offset, length), arr in zip(header.sections, arrays):
+        for (offset, length), arr, digest in zip(header.sections, arrays, digests):
             pad = bytes(offset - pos)
             f.write(pad)
             crc = _core.crc32c(pad, crc)
@@ -292,7 +350,46 @@ def _write(out: StrPath, header: Header, arrays: list[np.ndarray], progress: boo
                 piece = data[start : start + WRITE_SLICE]
                 f.write(piece.data)
                 crc = _core.crc32c(piece, crc)
+                digest.update(piece.data)
                 bar.update(len(piece))
             pos = offset + length
+        manifest = None
+        if signer is not None:
+            manifest = _manifest(header, signer, base_digest, [d.digest() for d in digests])
+            offset, length = header.sections[MANIFEST_SECTION]
+            encoded = manifest.encode()
+            assert len(encoded) == length
+            for chunk in (bytes(offset - pos), encoded):
+                f.write(chunk)
+                crc = _core.crc32c(chunk, crc)
         f.seek(0)
         f.write(seal_header(packed, crc))
+    return header, manifest
+
+
+def _manifest(header: Header, signer: Signer, base_digest: bytes, digests: list[bytes]) -> Manifest:
+    """The signed manifest of ``header``'s file (zero digests: for its length only)."""
+    lengths = [length for _, length in data_sections(header)]
+    digests = digests or [bytes(32)] * len(lengths)
+    facts = header_facts(header)
+    return Manifest(
+        publisher_key_id=signer.key_id,
+        base_digest=base_digest,
+        expires_at=header.created_at + signer.expires_in_s,
+        sections=tuple(zip(lengths, digests)),
+        **facts,  # type: ignore[arg-type]
+    ).signed(signer.key)
+
+
+def _signed_layout(header: Header, draft: Manifest) -> Header:
+    """Version 2, with the manifest in the last section, page-aligned after the data."""
+    end = max(offset + length for offset, length in header.sections)
+    offset = -(-end // ALIGN) * ALIGN
+    sections = list(header.sections)
+    sections[MANIFEST_SECTION] = (offset, len(draft.encode()))
+    return dataclasses.replace(
+        header,
+        version=SIGNED_VERSION,
+        sections=tuple(sections),
+        file_size=offset + len(draft.encode()),
+    )

@@ -22,12 +22,16 @@ import numpy as np
 from engine import _core
 from engine.errors import EsscError
 from engine.formats.files import StrPath
+from engine.revocation.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, section_digests
 from engine.revocation.source import CARD, CREDENTIAL
 
 SNAPSHOT_MAGIC = b"ESSCREVS"
 DELTA_MAGIC = b"ESSCREVD"
 MAGICS = {SNAPSHOT_MAGIC: "snapshot", DELTA_MAGIC: "delta"}
-VERSION = 1
+VERSION = 1  # unsigned files (written without a signing key)
+SIGNED_VERSION = 2  # files whose last section is the signed manifest (section 8.7)
+VERSIONS = (VERSION, SIGNED_VERSION)
+MANIFEST_SECTION = 3  # where a version 2 file keeps its manifest, snapshot or delta
 HEADER_SIZE = 256
 ALIGN = 4096  # sections start on page boundaries (and so on cache lines)
 
@@ -76,6 +80,10 @@ class Header:
     @property
     def magic(self) -> bytes:
         return SNAPSHOT_MAGIC if self.kind == "snapshot" else DELTA_MAGIC
+
+    @property
+    def signed(self) -> bool:
+        return self.version == SIGNED_VERSION
 
     @property
     def entries(self) -> int:
@@ -186,6 +194,7 @@ class MappedFile:
     header: Header
     mapping: mmap.mmap
     arrays: dict[str, np.ndarray]
+    manifest: Manifest | None = None  # signed files: checked against the header and sections
 
 
 def _fail(path: StrPath, problem: str) -> NoReturn:
@@ -200,8 +209,8 @@ def parse_header(path: StrPath, data: bytes, file_length: int) -> Header:
     if magic not in MAGICS:
         _fail(path, f"not a revocation file (magic {magic!r})")
     version, header_size = struct.unpack_from("<II", data, 8)
-    if version != VERSION:
-        _fail(path, f"unsupported format version {version} (this engine reads version {VERSION})")
+    if version not in VERSIONS:
+        _fail(path, f"unsupported format version {version} (this engine reads {list(VERSIONS)})")
     if len(data) < HEADER_SIZE:
         _fail(path, f"truncated: {file_length} bytes, shorter than the {HEADER_SIZE}-byte header")
     if header_size != HEADER_SIZE:
@@ -243,12 +252,16 @@ def _expected_lengths(h: Header) -> list[int]:
     if h.kind == "snapshot":
         if h.bucket_bits > 32:
             raise ValueError(f"bucket index bits {h.bucket_bits} (at most 32)")
-        return [
+        lengths = [
             -1,  # the Bloom filter: any whole number of blocks, checked below
             ((1 << h.bucket_bits) + 1) * 8,
             h.entries * FP_BYTES,
         ]
-    return [h.entries * FP_BYTES, h.removed * FP_BYTES]
+    else:
+        lengths = [h.entries * FP_BYTES, h.removed * FP_BYTES, 0]
+    if h.signed:
+        lengths[MANIFEST_SECTION:] = [-2]  # the manifest: 1 to MAX_MANIFEST_BYTES
+    return lengths
 
 
 def _check_layout(path: StrPath, h: Header) -> None:
@@ -265,7 +278,12 @@ def _check_layout(path: StrPath, h: Header) -> None:
                 _fail(path, f"section {i} is set but unused")
             continue
         want = expected[i]
-        if want == -1:
+        if want == 0 and (offset, length) == (0, 0):
+            continue  # a delta's unused section before its manifest
+        if want == -2:
+            if not 1 <= length <= MAX_MANIFEST_BYTES:
+                _fail(path, f"manifest section of {length} bytes (1 to {MAX_MANIFEST_BYTES})")
+        elif want == -1:
             blocks = length // BLOOM_BLOCK_BYTES
             if length % BLOOM_BLOCK_BYTES or not 1 <= blocks <= MAX_BLOOM_BLOCKS:
                 _fail(path, f"Bloom filter of {length} bytes is not 1 to 2^32 whole blocks")
@@ -285,6 +303,23 @@ def read_header(path: StrPath) -> Header:
     except OSError as e:
         _fail(path, f"cannot read: {e.strerror}")
     return parse_header(path, data, size)
+
+
+def read_manifest(path: StrPath) -> Manifest:
+    """The manifest of a signed file, decoded (neither its signature nor the sections
+    are checked: ``map_file`` and ``Manifest.verify`` do that)."""
+    h = read_header(path)
+    if not h.signed:
+        _fail(path, "is not signed (format version 1 has no manifest)")
+    offset, length = h.sections[MANIFEST_SECTION]
+    try:
+        with open(path, "rb") as f:
+            data = os.pread(f.fileno(), length, offset)
+        return Manifest.decode(data)
+    except OSError as e:
+        _fail(path, f"cannot read: {e.strerror}")
+    except ManifestError as e:
+        _fail(path, str(e))
 
 
 def map_file(path: StrPath, *, kind: str | None = None, name: str | None = None) -> MappedFile:
@@ -328,10 +363,65 @@ def map_file(path: StrPath, *, kind: str | None = None, name: str | None = None)
         view.release()
     if crc != struct.unpack_from("<I", mm, _CRC_OFFSET + 4)[0]:
         _fail(shown, "checksum mismatch (the payload is corrupt)")
+    manifest = check_manifest(shown, header, mm) if header.signed else None
     # Look-ups touch one random block each: read-ahead would only waste cache.
     _advise(mm, "MADV_RANDOM")
     arrays = _section_arrays(shown, header, mm)
-    return MappedFile(shown, header, mm, arrays)
+    return MappedFile(shown, header, mm, arrays, manifest)
+
+
+def data_sections(h: Header) -> list[tuple[int, int]]:
+    """(offset, length) of the sections that hold data (not the manifest)."""
+    n = 3 if h.kind == "snapshot" else 2
+    return list(h.sections[:n])
+
+
+def header_facts(h: Header) -> dict[str, object]:
+    """The header fields a manifest vouches for, as the manifest states them."""
+    return {
+        "kind": h.kind,
+        "sequence": h.sequence,
+        "base_sequence": h.base_sequence,
+        "created_at": h.created_at,
+        "hash_id": h.hash_id,
+        "seed": h.seed,
+        "counts": (h.cards, h.credentials, h.removed_cards, h.removed_credentials),
+        "target_fpr_bits": struct.unpack("<Q", struct.pack("<d", h.target_fpr))[0],
+        "bucket_bits": h.bucket_bits,
+    }
+
+
+def check_manifest(path: StrPath, h: Header, mm: mmap.mmap) -> Manifest:
+    """The file's manifest, decoded and checked against its header and every data
+    section (the signature is checked by whoever holds the trust list:
+    ``Manifest.verify``)."""
+    offset, length = h.sections[MANIFEST_SECTION]
+    try:
+        manifest = Manifest.decode(bytes(mm[offset : offset + length]))
+    except ManifestError as e:
+        _fail(path, str(e))
+    for name, value in header_facts(h).items():
+        if getattr(manifest, name) != value:
+            _fail(
+                path,
+                f"header {name} {value!r} differs from the signed manifest's "
+                f"{getattr(manifest, name)!r}",
+            )
+    sections = data_sections(h)
+    if [n for n, _ in manifest.sections] != [n for _, n in sections]:
+        _fail(path, "section lengths differ from the signed manifest's")
+    view = memoryview(mm)
+    slices = [view[o : o + n] for o, n in sections]
+    try:
+        digests = section_digests(slices)
+    finally:
+        for piece in slices:
+            piece.release()
+        view.release()
+    for i, (digest, (_, want)) in enumerate(zip(digests, manifest.sections)):
+        if digest != want:
+            _fail(path, f"section {i} does not match its SHA-256 in the signed manifest")
+    return manifest
 
 
 def _advise(mm: mmap.mmap, name: str) -> None:

@@ -17,6 +17,13 @@ nothing in service.  Should mapped data ever become unreadable anyway, look-ups 
 ``_core.RevocationDataUnreadable`` (the verifier fails closed) and ``faulted`` is set
 until a reload.
 
+Authenticity (docs/FORMATS.md, 8.7-8.9): given a ``SignaturePolicy`` (the trust list's
+revocation publisher keys), every signed file's manifest is verified and checked
+against its sections before the file is used, a delta must name its snapshot's
+manifest digest, and unsigned files are refused unless the policy allows them.  Given
+an ``AcceptedState``, data older than what this node accepted before (a restart
+included) is refused, and what is put in service is recorded.
+
 ``reload()`` builds the new state completely (opened, checksummed, composed) before
 swapping one reference; look-ups already running keep the state they started with,
 and its mappings are released only when the last of them finishes.  A reload that
@@ -30,13 +37,15 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from engine import _core
+from engine.formats.trustlist import PublisherKey
 from engine.revocation import private as private
+from engine.revocation.accepted import Accepted, AcceptedState, AcceptedStateError
 from engine.revocation.format import (
     KIND_CODES,
     Header,
@@ -45,11 +54,20 @@ from engine.revocation.format import (
     bloom_blocks_for,
     map_file,
 )
+from engine.revocation.manifest import Manifest, ManifestError
 from engine.revocation.source import KINDS
 
-__all__ = ["RevocationFileError", "RevocationStore"]
+__all__ = ["RevocationFileError", "RevocationStore", "SignaturePolicy"]
 
 ADD_SET_FPR = 0.001  # the in-memory Bloom filter over the delta add set
+
+
+@dataclasses.dataclass(frozen=True)
+class SignaturePolicy:
+    """Whose signatures revocation data must carry: the trust list's publisher keys."""
+
+    publishers: Mapping[str, PublisherKey]
+    require_signature: bool = True  # False: unsigned files load too (tests, migration)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +82,19 @@ class _State:
     added: int  # ids in the composed add and remove sets
     removed: int
     copies: frozenset[str]  # the private copies it maps
+    expires_at: float | None  # the latest signed expiry; None: no signed file
+    unsigned: tuple[str, ...]  # files loaded without a signature (the policy allowed it)
+
+    @property
+    def manifest(self) -> Manifest | None:
+        return self.snapshot.manifest
+
+    @property
+    def accepted(self) -> Accepted:
+        m = self.snapshot.manifest
+        return Accepted(
+            self.snapshot.header.sequence, self.sequence, "" if m is None else m.digest.hex()
+        )
 
 
 class RevocationStore:
@@ -77,9 +108,18 @@ class RevocationStore:
         threads: int = 1,
         clock: Callable[[], float] = time.time,
         private_dir: str | os.PathLike[str] | None = None,
+        signatures: SignaturePolicy | None = None,
+        accepted: AcceptedState | None = None,
+        allow_rollback: bool = False,
     ):
-        """``private_dir``: where the private copies go (default: private.default_directory)."""
+        """``private_dir``: where the private copies go (default: private.default_directory).
+
+        ``signatures``: None checks no signature (tools and tests; the server always
+        passes its policy).  ``accepted``: the rollback state file; ``allow_rollback``
+        lets this first load go below what it records (and records the new data)."""
         self.threads = threads
+        self.signatures = signatures
+        self.accepted = accepted
         self.clock = clock
         self._lock = threading.Lock()  # one reload at a time; look-ups never wait
         self._snapshot_path = os.fspath(snapshot)
@@ -87,7 +127,9 @@ class RevocationStore:
         self.private_dir = private.ensure_directory(
             os.fspath(private_dir) if private_dir else private.default_directory()
         )
-        self._state = _load(self._snapshot_path, self._delta_paths, self.private_dir)
+        state = _load(self._snapshot_path, self._delta_paths, self.private_dir, signatures)
+        self._accept(state, None, allow_rollback)
+        self._state = state
         private.prune(self.private_dir, set(self._state.copies))
 
     # --- the RevocationSource protocol -----------------------------------------------
@@ -112,6 +154,21 @@ class RevocationStore:
         return self._state.table.contains(_code(kind), ids, self.threads)
 
     # --- the rest ---------------------------------------------------------------------
+
+    @property
+    def expires_at(self) -> float | None:
+        """Unix time after which the data is stale whatever its age (signed data only)."""
+        return self._state.expires_at
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """The snapshot's signed manifest (None: unsigned)."""
+        return self._state.manifest
+
+    @property
+    def unsigned(self) -> tuple[str, ...]:
+        """Files in service that carry no signature (allowed by the policy)."""
+        return self._state.unsigned
 
     @property
     def age(self) -> float:
@@ -159,7 +216,7 @@ class RevocationStore:
         with self._lock:
             snap = self._snapshot_path if snapshot is None else os.fspath(snapshot)
             paths = self._delta_paths if deltas is None else tuple(os.fspath(d) for d in deltas)
-            state = _load(snap, paths, self.private_dir)
+            state = _load(snap, paths, self.private_dir, self.signatures)
             current = self._state
             # Unreadable data is replaced by whatever validates, older or not.
             if state.sequence < current.sequence and not allow_older and not self.faulted:
@@ -167,9 +224,31 @@ class RevocationStore:
                     f"{snap}: sequence {state.sequence} is older than the data in service "
                     f"({current.sequence}); not replacing it"
                 )
+            self._accept(state, current, allow_older)
             self._state = state  # one reference swap: readers see old or new, whole
             self._snapshot_path, self._delta_paths = snap, paths
             private.prune(self.private_dir, set(state.copies))
+
+    def _accept(self, state: _State, current: _State | None, allow_older: bool) -> None:
+        """Refuses data older than the state file records (unless ``allow_older``) and
+        records the new data; a record that cannot be written refuses the data too (a
+        restart could roll back otherwise)."""
+        if self.accepted is None:
+            return
+        new = state.accepted
+        try:
+            before = self.accepted.read()
+            if before is not None and not allow_older:
+                why = before.refuses(new.snapshot_sequence, new.sequence)
+                if why is not None:
+                    raise RevocationFileError(
+                        f"{state.snapshot.path}: {why} (rollback state {self.accepted.path}; "
+                        "--allow-revocation-rollback overrides)"
+                    )
+            if before != new:
+                self.accepted.record(new)
+        except AcceptedStateError as e:
+            raise RevocationFileError(str(e)) from None
 
     def describe(self) -> dict[str, Any]:
         s = self._state
@@ -184,6 +263,12 @@ class RevocationStore:
             "credentials": h.credentials,
             "delta_added": s.added,
             "delta_removed": s.removed,
+            "expires_at": s.expires_at,
+            "manifest": None if s.manifest is None else s.manifest.describe(),
+            "delta_manifests": [
+                None if d.manifest is None else d.manifest.describe() for d in s.deltas
+            ],
+            "unsigned": list(s.unsigned),
         }
 
 
@@ -208,10 +293,32 @@ def _map_private(path: str, kind: str, directory: str) -> tuple[MappedFile, str]
     return map_file(copy, kind=kind, name=path), copy
 
 
-def _load(snapshot_path: str, delta_paths: tuple[str, ...], directory: str) -> _State:
+def _authenticate(f: MappedFile, policy: SignaturePolicy | None) -> bool:
+    """Checks ``f``'s signature under ``policy``; False: unsigned, and allowed."""
+    if f.manifest is None:
+        if policy is not None and policy.require_signature:
+            raise RevocationFileError(
+                f"{f.path}: not signed (format version 1), and revocation.require_signature is on"
+            )
+        return False
+    if policy is not None:
+        try:
+            f.manifest.verify(policy.publishers)
+        except ManifestError as e:
+            raise RevocationFileError(f"{f.path}: {e}") from None
+    return True
+
+
+def _load(
+    snapshot_path: str,
+    delta_paths: tuple[str, ...],
+    directory: str,
+    policy: SignaturePolicy | None = None,
+) -> _State:
     snap, snap_copy = _map_private(snapshot_path, "snapshot", directory)
     mapped = [_map_private(p, "delta", directory) for p in delta_paths]
     deltas = tuple(m for m, _ in mapped)
+    unsigned = [f.path for f in (snap, *deltas) if not _authenticate(f, policy)]
     h = snap.header
     seen: dict[int, str] = {}
     for d in deltas:
@@ -224,6 +331,13 @@ def _load(snapshot_path: str, delta_paths: tuple[str, ...], directory: str) -> _
         if (dh.hash_id, dh.seed) != (h.hash_id, h.seed):
             raise RevocationFileError(
                 f"{d.path}: hashed with another seed than {snap.path} (not built on it)"
+            )
+        if d.manifest is not None and (
+            snap.manifest is None or d.manifest.base_digest != snap.manifest.digest
+        ):
+            raise RevocationFileError(
+                f"{d.path}: its signed manifest names another snapshot than {snap.path} "
+                "(base digest differs)"
             )
         if dh.sequence in seen:
             raise RevocationFileError(
@@ -264,6 +378,11 @@ def _load(snapshot_path: str, delta_paths: tuple[str, ...], directory: str) -> _
         added=len(add),
         removed=len(remove),
         copies=frozenset([snap_copy, *(c for _, c in mapped)]),
+        expires_at=max(
+            (float(f.manifest.expires_at) for f in (snap, *ordered) if f.manifest is not None),
+            default=None,
+        ),
+        unsigned=tuple(unsigned),
     )
 
 

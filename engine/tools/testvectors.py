@@ -1,7 +1,9 @@
 """Test vectors for third-party implementations: fixed keys and times, exact bytes.
 
-``python -m engine vectors --out FILE`` writes them; the test suite regenerates them
-and compares byte for byte with the committed copy (tests/vectors/essc_v1.json), so
+``python -m engine vectors --set N --out FILE`` writes them; the test suite regenerates
+them and compares byte for byte with the committed copies (tests/vectors/essc_v1.json:
+credentials, presentations and a version 1 trust list; essc_v2.json: a version 2 trust
+list with a revocation publisher key, and a signed revocation snapshot and delta), so
 any change to an encoding shows up as a failing test and a diff.
 """
 
@@ -9,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pathlib
+import tempfile
 from typing import Any
 
 import nacl.signing
 
 from engine.formats.credentials import Credential, Presentation, Purpose
-from engine.formats.trustlist import Channel, IssuerKey, Status, TrustList
+from engine.formats.trustlist import Channel, IssuerKey, PublisherKey, Status, TrustList
 from engine.tools.issuance import citizen_digest
 from engine.verdicts import Verdict
 
@@ -33,6 +37,7 @@ def build() -> dict[str, Any]:
     digest_key = _seed("citizen digest key")
 
     trust = TrustList(
+        version=1,
         sequence=7,
         issued_at=ISSUED_AT,
         issuers={
@@ -115,5 +120,76 @@ def _case(name: str, presentation: bytes, now_ms: int, verdict: Verdict) -> dict
     }
 
 
-def dumps() -> str:
-    return json.dumps(build(), indent=1) + "\n"
+SETS = (1, 2)
+
+
+def build_v2() -> dict[str, Any]:
+    """A version 2 trust list naming a revocation publisher key, and revocation files it
+    signs: a snapshot of one card and one credential, and a delta on it."""
+    from engine.revocation.build import Signer, build_delta, build_snapshot
+    from engine.revocation.format import map_file, read_manifest
+
+    root = nacl.signing.SigningKey(_seed("root"))
+    publisher = nacl.signing.SigningKey(_seed("revocation publisher"))
+    v1 = TrustList.decode(bytes.fromhex(build()["trust_list"]["encoded"]), bytes(root.verify_key))
+    trust = TrustList(
+        sequence=8,
+        issued_at=ISSUED_AT,
+        issuers=v1.issuers,
+        channels=v1.channels,
+        publishers={
+            "rev-pub-01": PublisherKey(
+                "rev-pub-01", bytes(publisher.verify_key), ISSUED_AT, ISSUED_AT + 5 * 365 * 86400
+            )
+        },
+    ).signed(root)
+    signer = Signer("rev-pub-01", publisher, expires_in_s=2 * 86400)
+    files: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = pathlib.Path(tmp)
+        (d / "revoked.txt").write_text("card G12345678\ncredential " + "00" * 16 + "\n")
+        (d / "added.txt").write_text("card G87654321\n")
+        (d / "reinstated.txt").write_text("card G12345678\n")
+        build_snapshot(
+            d / "s.snap",
+            [d / "revoked.txt"],
+            sequence=100,
+            created_at=ISSUED_AT + 3600,
+            seed=0x0123456789ABCDEF,
+            signer=signer,
+        )
+        build_delta(
+            d / "d.delta",
+            d / "s.snap",
+            add=[d / "added.txt"],
+            remove=[d / "reinstated.txt"],
+            created_at=ISSUED_AT + 7200,
+            signer=signer,
+        )
+        for name, file in (("snapshot", "s.snap"), ("delta", "d.delta")):
+            map_file(d / file)  # checked as the engine checks it
+            manifest = read_manifest(d / file)
+            files[name] = {
+                "file": (d / file).read_bytes().hex(),
+                "manifest_body": manifest.body.hex(),
+                "manifest_digest": manifest.digest.hex(),
+            }
+    return {
+        "description": "e-SSC format v2 test vectors (docs/FORMATS.md, sections 2 and 8.7): a "
+        "version 2 trust list with a revocation publisher key, and revocation files signed "
+        "by it. All byte strings are hex. Seeds are SHA-256('essc test vector <label>'). "
+        "The snapshot revokes card G12345678 and credential 00..00 (16 zero bytes); the "
+        "delta revokes card G87654321 and reinstates G12345678.",
+        "keys": {
+            "root_public_key": bytes(root.verify_key).hex(),
+            "publisher_seed": bytes(publisher).hex(),
+            "publisher_public_key": bytes(publisher.verify_key).hex(),
+        },
+        "trust_list": {"body": trust.body().hex(), "encoded": trust.encode().hex()},
+        "revocation": files,
+    }
+
+
+def dumps(vector_set: int = 1) -> str:
+    doc = build() if vector_set == 1 else build_v2()
+    return json.dumps(doc, indent=1) + "\n"
