@@ -307,8 +307,8 @@ def publish(
     keep = {e.name for e in index.entries} | {e.name for e in (current.entries if current else ())}
     removed = []
     for p in d.iterdir():
-        if p.is_file() and p.name != INDEX_FILE and NAME_RE.match(p.name) and p.name not in keep:
-            if p.name.startswith(("snapshot-", "delta-")) and p.name.endswith(".essc"):
-                p.unlink()
-                removed.append(p.name)
+        published = p.name.startswith(("snapshot-", "delta-")) and p.name.endswith(".essc")
+        if published and p.is_file() and p.name not in keep:
+            p.unlink()
+            removed.append(p.name)
     return Published(index, entry, removed)
