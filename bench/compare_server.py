@@ -126,6 +126,10 @@ def corpus() -> pathlib.Path:
 
 def engine_config(corpus_dir: pathlib.Path) -> pathlib.Path:
     """A fresh revocation snapshot (its age is checked by the server) and a config."""
+    from engine.tools.pki import Pki, ensure_publisher
+
+    # A cached PKI from before revocation data was signed gets its publisher key.
+    pki = ensure_publisher(Pki.open(CACHE / "pki"))
     snap = CACHE / "revocation.snap"
     _check(
         _py(
@@ -134,15 +138,14 @@ def engine_config(corpus_dir: pathlib.Path) -> pathlib.Path:
             "revocation",
             "build",
             "--quiet",
+            "--signing-key",
+            str(pki.publisher_key_path),
             "--out",
             str(snap),
             str(corpus_dir / "revoked.txt"),
         ),
         "engine revocation build",
     )
-    from engine.tools.pki import Pki
-
-    pki = Pki.open(CACHE / "pki")
     cfg = CACHE / "engine.toml"
     # Everything else stays at its default: the server is measured as ops would run it.
     cfg.write_text(

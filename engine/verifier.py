@@ -163,9 +163,19 @@ class Verifier:
         if revocation is not None:
             age = now_ms / 1000 - revocation.created_at
             limit = cfg.max_revocation_age_s
+            # Signed data carries its own expiry, which holds whatever the age limit says.
+            expires_at = getattr(revocation, "expires_at", None)
             idx, cards, serials = batch.candidates()
-            if limit is not None and age > limit and not cfg.revocation_fail_open:
+            distrusted = getattr(revocation, "distrusted", None)
+            if limit is not None and age > limit:
                 stale_reason = f"revocation data {age:.0f} s old"
+            elif expires_at is not None and now_ms > expires_at * 1000:
+                stale_reason = f"revocation data expired {now_ms / 1000 - expires_at:.0f} s ago"
+            if cfg.revocation_fail_open:
+                stale_reason = None  # the operator's choice: old data rather than none
+            if distrusted is not None:
+                stale_reason = distrusted  # data the trust list disowns: never used
+            if stale_reason is not None:
                 batch.set_verdict(idx, Verdict.REVOCATION_DATA_STALE)
             elif len(idx):
                 try:

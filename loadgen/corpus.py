@@ -293,7 +293,8 @@ def build(
         )
     lines = [
         "# Revocation input for the load corpus: load it into the server under test,",
-        "#   python -m engine revocation build --out FILE " + REVOCATION_INPUT,
+        "#   python -m engine revocation build --signing-key PKI/revocation-publisher.key "
+        "--out FILE " + REVOCATION_INPUT,
         *(f"card {c}" for c in revoked_cards),
         *(f"credential {s.hex()}" for s in revoked_serials),
     ]

@@ -86,7 +86,8 @@ async def _preflight(
             return revoked, f"{problem}: {', '.join(revoked)} left out of this run"
         raise PreflightError(
             f"{problem}: load the corpus's revocation input into the server (python -m engine "
-            f"revocation build --out FILE {corpus.revocation_path}, then serve with "
+            f"revocation build --signing-key PKI/revocation-publisher.key --out FILE "
+            f"{corpus.revocation_path}, then serve with "
             f"--revocation FILE), or leave those outcomes out of the run with "
             f"--exclude {','.join(revoked)}"
         )

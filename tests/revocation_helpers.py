@@ -61,3 +61,19 @@ def delta(
     out = tmp / name
     build_delta(out, base, add=[add_src], remove=[rm_src], **kw)
     return out
+
+
+def reseal(path: pathlib.Path, edit) -> None:
+    """``edit(bytearray)`` the file, then recompute both CRC32C fields: an attacker's
+    file, which passes every accident check and must still be refused."""
+    import struct
+
+    from engine import _core
+    from engine.revocation.format import CRC_OFFSET, HEADER_SIZE
+
+    data = bytearray(path.read_bytes())
+    edit(data)
+    head = bytes(data[:CRC_OFFSET])
+    crc = _core.crc32c(bytes(data[HEADER_SIZE:]), _core.crc32c(head))
+    data[CRC_OFFSET : CRC_OFFSET + 8] = struct.pack("<II", _core.crc32c(head), crc)
+    path.write_bytes(bytes(data))

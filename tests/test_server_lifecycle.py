@@ -242,13 +242,15 @@ def test_bad_configuration_is_one_clear_error(tmp_path, own_pki):
     assert "ESSC_SERVER_PORT" in proc.stderr
 
 
-def _snapshot(path, cards=(), serials=(), sequence=1):
-    from engine.revocation.build import build_snapshot
+def _snapshot(path, pki, cards=(), serials=(), sequence=1):
+    """A snapshot signed with ``pki``'s revocation publisher key (the server requires it)."""
+    from engine.revocation.build import Signer, build_snapshot
 
     listing = path.with_suffix(".txt")
     lines = [f"card {c}" for c in cards] + [f"credential {s.hex()}" for s in serials]
     listing.write_text("\n".join(["# test", *lines]) + "\n")
-    build_snapshot(path, [listing], sequence=sequence)
+    signer = Signer.from_file(pki.publisher_key_path)
+    build_snapshot(path, [listing], sequence=sequence, signer=signer)
 
 
 def test_revocation_snapshot_served_and_reloaded(serve, own_pki, tmp_path):
@@ -256,7 +258,7 @@ def test_revocation_snapshot_served_and_reloaded(serve, own_pki, tmp_path):
 
     scenarios = Scenarios(own_pki, int(time.time()))
     snap = tmp_path / "revocation.snap"
-    _snapshot(snap, serials=scenarios.revoked_serials)
+    _snapshot(snap, own_pki, serials=scenarios.revoked_serials)
     srv = serve(revocation=snap)
 
     async def go():
@@ -270,7 +272,7 @@ def test_revocation_snapshot_served_and_reloaded(serve, own_pki, tmp_path):
             assert (await client.status())["revocation_sequence"] == 1
             # The OK card is revoked in the next snapshot, swapped in on SIGHUP.
             card = Presentation.decode(ok).credential.card_number
-            _snapshot(snap, cards=[card], serials=scenarios.revoked_serials, sequence=2)
+            _snapshot(snap, own_pki, cards=[card], serials=scenarios.revoked_serials, sequence=2)
             srv.signal(signal.SIGHUP)
             event = await loop.run_in_executor(None, srv.wait_for, "reloaded")
             assert (event["what"], event["sequence"]) == ("revocation", 2)
@@ -308,7 +310,7 @@ def test_revocation_files_changed_under_a_running_server(serve, own_pki, tmp_pat
 
     scenarios = Scenarios(own_pki, int(time.time()))
     snap = tmp_path / "revocation.snap"
-    _snapshot(snap, serials=scenarios.revoked_serials)
+    _snapshot(snap, own_pki, serials=scenarios.revoked_serials)
     private = tmp_path / "private"
     srv = serve("--set", f"revocation.private_dir={private}", revocation=snap)
     revoked = Verdict.CREDENTIAL_REVOKED
@@ -332,7 +334,7 @@ def test_revocation_files_changed_under_a_running_server(serve, own_pki, tmp_pat
             assert await verdict(client) is revoked
             # cp over the configured file (same inode; nothing revoked, other seed):
             other = tmp_path / "other.snap"
-            _snapshot(other, sequence=2)
+            _snapshot(other, own_pki, sequence=2)
             shutil.copyfile(other, snap)
             assert await verdict(client) is revoked
             assert (await client.status())["revocation_sequence"] == 1
@@ -349,7 +351,7 @@ def test_client_command_line(serve, own_pki, tmp_path):
     wallets = tmp_path / "w.essc"
     issuance.issue_to_file(own_pki, 4, wallets, progress=False)
     snap = tmp_path / "revocation.snap"
-    _snapshot(snap, cards=["B00000001"], serials=[bytes(range(16))])
+    _snapshot(snap, own_pki, cards=["B00000001"], serials=[bytes(range(16))])
     srv = serve(revocation=snap)
     target = ["--target", f"127.0.0.1:{srv.port}"]
 

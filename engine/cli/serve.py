@@ -70,6 +70,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="any other setting (repeatable)",
     )
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.add_argument(
+        "--allow-revocation-rollback",
+        action="store_true",
+        help="load revocation data older than the rollback state records, this start only "
+        "(the state then records the data loaded) [revocation.allow_rollback]",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser(
@@ -191,6 +197,8 @@ def _serve(args: argparse.Namespace) -> int:
         value = getattr(args, setting)
         if value is not None:
             overrides.append((setting, str(value)))
+    if args.allow_revocation_rollback:
+        overrides.append(("revocation.allow_rollback", "true"))
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:

@@ -311,6 +311,33 @@ def build_delta(
     return BuildResult(os.fspath(out), header, bad, n_add + n_rm, manifest)
 
 
+def sign_file(
+    source: StrPath, out: StrPath, signer: Signer, *, base: StrPath | None = None
+) -> BuildResult:
+    """Writes a signed copy of an unsigned (version 1) file: the same sections, header
+    fields and creation time, with a manifest.  A delta names its signed snapshot
+    ``base``.  For migrating to signed data, and for benchmarks."""
+    from engine.revocation.format import map_file
+
+    mapped = map_file(source)
+    h = mapped.header
+    if h.signed:
+        raise RevocationInputError(f"{os.fspath(source)}: is signed already")
+    base_digest = b""
+    if h.kind == "delta":
+        if base is None:
+            raise RevocationInputError("a delta is signed with --base, its signed snapshot")
+        snap = read_manifest(base)
+        if (snap.kind, snap.sequence, snap.seed) != ("snapshot", h.base_sequence, h.seed):
+            raise RevocationInputError(
+                f"{os.fspath(base)}: is not snapshot {h.base_sequence} with this delta's seed"
+            )
+        base_digest = snap.digest
+    names = ["bloom", "index", "fps"] if h.kind == "snapshot" else ["add", "remove"]
+    header, manifest = _write(out, h, [mapped.arrays[n] for n in names], False, signer, base_digest)
+    return BuildResult(os.fspath(out), header, BadLines(), 0, manifest)
+
+
 def _write(
     out: StrPath,
     header: Header,

@@ -120,6 +120,7 @@ class RevocationStore:
         self.threads = threads
         self.signatures = signatures
         self.accepted = accepted
+        self.distrusted: str | None = None  # see recheck
         self.clock = clock
         self._lock = threading.Lock()  # one reload at a time; look-ups never wait
         self._snapshot_path = os.fspath(snapshot)
@@ -226,8 +227,27 @@ class RevocationStore:
                 )
             self._accept(state, current, allow_older)
             self._state = state  # one reference swap: readers see old or new, whole
+            self.distrusted = None  # loaded under the policy in force
             self._snapshot_path, self._delta_paths = snap, paths
             private.prune(self.private_dir, set(state.copies))
+
+    def recheck(self, signatures: SignaturePolicy) -> str | None:
+        """Takes a new policy (a new trust list) and checks the data in service under it.
+
+        Data the new policy refuses (its publisher key revoked or gone, unsigned data
+        no longer allowed) stops answering: ``distrusted`` says why, and the verifier
+        fails closed (REVOCATION_DATA_STALE) until a reload brings data the policy
+        accepts.  Returns ``distrusted``."""
+        self.signatures = signatures
+        s = self._state
+        try:
+            for f in (s.snapshot, *s.deltas):
+                _authenticate(f, signatures)
+        except RevocationFileError as e:
+            self.distrusted = f"revocation data no longer trusted: {e}"
+        else:
+            self.distrusted = None
+        return self.distrusted
 
     def _accept(self, state: _State, current: _State | None, allow_older: bool) -> None:
         """Refuses data older than the state file records (unless ``allow_older``) and

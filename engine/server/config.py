@@ -113,6 +113,21 @@ class RevocationSection:
     fail_open: bool = False  # use stale data instead of failing closed
     # Where the engine keeps the private copies it maps; empty: /dev/shm/essc-engine-<uid>
     private_dir: str = ""
+    # Refuse files the national platform did not sign (a revocation publisher key of the
+    # trust list).  false: unsigned files load too, logged at every load (tests, migration).
+    require_signature: bool = True
+    # The rollback state: the highest data accepted, kept across restarts.  Empty: in
+    # sync_dir with a source_url, else beside the snapshot (.essc-revocation-accepted.json).
+    state_file: str = ""
+    # Go below what state_file records, once (serve --allow-revocation-rollback).
+    allow_rollback: bool = False
+    # The publication point to pull from (HTTP or HTTPS: the directory holding
+    # index.essc), instead of snapshot/deltas; fetched files go to sync_dir.
+    source_url: str = ""
+    sync_dir: str = ""
+    poll_interval_s: float = 30.0
+    source_ca: str = ""  # PEM CA bundle for an https source (empty: the system's)
+    source_timeout_s: float = 10.0  # one HTTP request, connect and each read
 
 
 @dataclasses.dataclass
@@ -222,6 +237,25 @@ class Config:
             proxy_networks(s.proxy_protocol_from)
         except ValueError as e:
             raise ConfigError(f"server.proxy_protocol_from: {e}") from None
+        v = self.revocation
+        if v.source_url:
+            if v.snapshot or v.deltas:
+                raise ConfigError(
+                    "revocation.source_url and revocation.snapshot/deltas: one source or the other"
+                )
+            if not v.source_url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    "revocation.source_url must be an http:// or https:// URL, "
+                    f"not {v.source_url!r}"
+                )
+            if not v.sync_dir:
+                raise ConfigError(
+                    "revocation.source_url needs revocation.sync_dir (where the fetched files go)"
+                )
+            if v.poll_interval_s <= 0 or v.source_timeout_s <= 0:
+                raise ConfigError(
+                    "revocation.poll_interval_s and revocation.source_timeout_s must be positive"
+                )
         if not self.trust.trust_list or not self.trust.root_public_key:
             raise ConfigError("trust.trust_list and trust.root_public_key are required")
         if bool(s.tls_cert) != bool(s.tls_key):

@@ -145,6 +145,34 @@ class ServerMetrics:
         self.revocation_age = Gauge(
             "essc_revocation_age_seconds", "Age of the revocation data in service", registry=r
         )
+        self.revocation_expires = Gauge(
+            "essc_revocation_expires_at_timestamp_seconds",
+            "When the signed revocation data in service expires (unix time; 0: unsigned)",
+            registry=r,
+        )
+        # The fetcher (revocation.source_url): one per node, in worker 0 under a supervisor.
+        self.sync_last_success = Gauge(
+            "essc_revocation_sync_last_success_timestamp_seconds",
+            "Last poll of the publication point that ended well, changed or not (unix time)",
+            registry=r,
+        )
+        self.sync_bytes = Counter(
+            "essc_revocation_sync_fetched_bytes",
+            "Bytes of revocation files downloaded (the index excluded)",
+            registry=r,
+        )
+        self.sync_polls = Counter(
+            "essc_revocation_sync_polls",
+            "Polls of the publication point that ended well, by whether data changed",
+            ["outcome"],
+            registry=r,
+        )
+        self.sync_failures = Counter(
+            "essc_revocation_sync_failures",
+            "Polls that failed, by kind (the data in service stays as it was)",
+            ["kind"],
+            registry=r,
+        )
         ProcessCollector(registry=r)  # process_cpu_seconds_total and friends
         self.native_cpu = Gauge(
             "essc_native_verify_cpu_seconds",

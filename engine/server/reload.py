@@ -22,13 +22,17 @@ from typing import Any
 
 from engine.formats.keys import KeyFileError, parse_public_key
 from engine.formats.trustlist import TrustList, TrustListError
+from engine.revocation.accepted import AcceptedState
 from engine.revocation.format import RevocationFileError
-from engine.revocation.store import RevocationStore
+from engine.revocation.publication import INDEX_FILE, PublicationError
+from engine.revocation.store import RevocationStore, SignaturePolicy
+from engine.revocation.sync import RevocationSync, SyncError, local_files
 from engine.server import logs
 from engine.server.config import Config, ConfigError
 from engine.server.metrics import ServerMetrics
 from engine.verifier import Verifier
 
+STATE_FILE_NAME = ".essc-revocation-accepted.json"  # beside the snapshot, by default
 FAULT_RELOAD_INTERVAL_S = 5.0  # unreadable revocation data: reload attempts at most this often
 
 _log = logs.event
@@ -43,20 +47,96 @@ def open_trust(cfg: Config) -> tuple[bytes, TrustList]:
     return root_public_key, TrustList.load(cfg.trust.trust_list, root_public_key)
 
 
-def open_revocation(cfg: Config) -> RevocationStore | None:
-    """The revocation store named by the configuration, or None when none is configured."""
-    if not cfg.revocation.snapshot:
-        if cfg.revocation.deltas:
+def signature_policy(cfg: Config, trust: TrustList) -> SignaturePolicy:
+    """Whose signatures the revocation data must carry: the trust list's publisher keys.
+
+    With signatures required, a trust list naming none (every version 1 list) cannot be
+    served with revocation data: ConfigError, saying how to migrate."""
+    r = cfg.revocation
+    if r.require_signature and not trust.publishers:
+        raise ConfigError(
+            f"the trust list (version {trust.version}, sequence {trust.sequence}) names no "
+            "revocation publisher key, so no revocation data can be checked; serve a trust "
+            "list that certifies one, or set revocation.require_signature = false (migration)"
+        )
+    return SignaturePolicy(trust.publishers, r.require_signature)
+
+
+def state_file(cfg: Config) -> str:
+    """The rollback state file (revocation.state_file, or its default)."""
+    r = cfg.revocation
+    if r.state_file:
+        return r.state_file
+    if r.source_url:
+        return os.path.join(r.sync_dir, "accepted.json")
+    return os.path.join(os.path.dirname(os.path.abspath(r.snapshot)), STATE_FILE_NAME)
+
+
+def new_sync(cfg: Config, publishers: Callable[[], Any]) -> RevocationSync:
+    r = cfg.revocation
+    return RevocationSync(
+        r.source_url,
+        r.sync_dir,
+        publishers=publishers,
+        accepted=AcceptedState(state_file(cfg)),
+        ca_file=r.source_ca or None,
+        timeout_s=r.source_timeout_s,
+    )
+
+
+def revocation_files(cfg: Config, trust: TrustList) -> tuple[str, list[str]]:
+    """(snapshot, deltas) to load now: as configured, or as the synced index names them."""
+    r = cfg.revocation
+    if not r.source_url:
+        return r.snapshot, list(r.deltas)
+    try:
+        local = local_files(r.sync_dir, trust.publishers)
+    except (PublicationError, OSError) as e:
+        raise RevocationFileError(f"{r.sync_dir}: the synced index is unusable: {e}") from None
+    if local is None:
+        raise RevocationFileError(f"{r.sync_dir}: nothing synced from {r.source_url} yet")
+    snapshot, deltas, _ = local
+    return snapshot, list(deltas)
+
+
+def open_revocation(cfg: Config, trust: TrustList) -> RevocationStore | None:
+    """The revocation store the configuration names, or None when none is configured.
+
+    With a source_url and nothing synced yet, the first sync runs here (start-up
+    waits for it; a source that cannot be reached then is a ConfigError)."""
+    r = cfg.revocation
+    if not r.snapshot and not r.source_url:
+        if r.deltas:
             raise ConfigError("revocation.deltas needs revocation.snapshot")
         return None
+    policy = signature_policy(cfg, trust)
     try:
-        return RevocationStore(
-            cfg.revocation.snapshot,
-            cfg.revocation.deltas,
-            private_dir=cfg.revocation.private_dir or None,
+        if r.source_url and local_files(r.sync_dir, trust.publishers) is None:
+            new_sync(cfg, lambda: trust.publishers).sync_once()
+        snapshot, deltas = revocation_files(cfg, trust)
+        store = RevocationStore(
+            snapshot,
+            deltas,
+            private_dir=r.private_dir or None,
+            signatures=policy,
+            accepted=AcceptedState(state_file(cfg)),
+            allow_rollback=r.allow_rollback,
         )
-    except RevocationFileError as e:
+    except (RevocationFileError, PublicationError, SyncError) as e:
         raise ConfigError(f"revocation: {e}") from None
+    _log_unsigned(store, "start")
+    return store
+
+
+def _log_unsigned(store: RevocationStore, why: str) -> None:
+    if store.unsigned:
+        _log(
+            logging.WARNING,
+            "revocation_unsigned",
+            files=list(store.unsigned),
+            why=why,
+            note="loaded without a signature: revocation.require_signature is off",
+        )
 
 
 class Reloader:
@@ -183,14 +263,29 @@ class Reloader:
         if store is None:
             return True
         before, faulted = store.sequence, getattr(store, "faulted", False)
-        reload: Callable[[], object] | None = getattr(store, "reload", None)
+        reload: Callable[..., object] | None = getattr(store, "reload", None)
         if reload is None:  # an in-memory source (tests, demos) has no files to read
             self._reload_outcome(
                 "revocation", "failed", why, error="this source cannot reload", in_service=before
             )
             return False
+        trust = self.verifier.trust_list
         try:
-            await asyncio.get_running_loop().run_in_executor(None, reload)
+            if isinstance(store, RevocationStore):
+                # The publisher keys of the trust list in service now (it may have just
+                # changed), and the files the synced index names now.
+                try:
+                    policy = signature_policy(self.cfg, trust)
+                except ConfigError:  # a list naming no publisher key: nothing verifies
+                    policy = SignaturePolicy({}, self.cfg.revocation.require_signature)
+                distrusted = store.recheck(policy)
+                if distrusted is not None:
+                    _log(logging.ERROR, "revocation_distrusted", error=distrusted, why=why)
+                snapshot, deltas = revocation_files(self.cfg, trust)
+                await asyncio.get_running_loop().run_in_executor(None, reload, snapshot, deltas)
+                _log_unsigned(store, why)
+            else:
+                await asyncio.get_running_loop().run_in_executor(None, reload)
         except Exception as e:  # any failure keeps the old data in service
             self._reload_outcome("revocation", "failed", why, error=str(e), in_service=before)
             return False
@@ -199,11 +294,10 @@ class Reloader:
         return True
 
     def _file_stamps(self) -> list[tuple[int, int, int] | None]:
-        paths = [
-            self.cfg.trust.trust_list,
-            self.cfg.revocation.snapshot,
-            *self.cfg.revocation.deltas,
-        ]
+        r = self.cfg.revocation
+        paths = [self.cfg.trust.trust_list, r.snapshot, *r.deltas]
+        if r.source_url:  # the fetcher replaces the synced index last
+            paths.append(os.path.join(r.sync_dir, INDEX_FILE))
         out: list[tuple[int, int, int] | None] = []
         for p in paths:
             if p:

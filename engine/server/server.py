@@ -43,6 +43,7 @@ from engine import __version__, _core
 from engine.redis_replay.store import RedisReplayStore
 from engine.replay import MemoryReplayCache, ReplayStore
 from engine.revocation.source import CARD, CREDENTIAL, RevocationSource
+from engine.revocation.store import RevocationStore
 from engine.server import logs
 from engine.server import proxy_protocol as pp
 from engine.server.admission import Admission, connection_limit
@@ -50,6 +51,7 @@ from engine.server.agent import Agent
 from engine.server.batcher import Batcher
 from engine.server.config import Config, ConfigError, ServerSection
 from engine.server.connection import Connection, Hooks
+from engine.server.fetcher import Fetcher, hang_up_supervisor
 from engine.server.metrics import ServerMetrics
 from engine.server.reload import Reloader, open_revocation, open_trust
 from engine.sigverify import use_simd
@@ -108,7 +110,7 @@ class Server:
         self.metrics = ServerMetrics()
         self.verifier = Verifier(
             trust,
-            revocation=revocation if revocation is not None else open_revocation(cfg),
+            revocation=revocation if revocation is not None else open_revocation(cfg, trust),
             replay=replay if replay is not None else open_replay(cfg, self.metrics, clock),
             config=VerifierConfig(
                 freshness_ms=v.freshness_ms,
@@ -159,6 +161,7 @@ class Server:
         self._handshakes: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
         self.agent: Agent | None = None  # server.agent_port, at start
+        self.fetcher: Fetcher | None = None  # revocation.source_url, at start
         self._drain_begun = False  # from the first drain call: the agent answers "drain"
         self._notice_over = asyncio.Event()
 
@@ -222,6 +225,11 @@ class Server:
             self.agent = Agent(s.host, s.agent_port, lambda: self._drain_begun)
             await self.agent.start()
         self.reloader.start()
+        if self.cfg.revocation.source_url and (self.process is None or self.process.index == 0):
+            self.fetcher = Fetcher(
+                self.cfg, lambda: self.verifier.trust_list, self.metrics, self._synced
+            )
+            self.fetcher.start()
         self._update_gauges()
         _log(
             logging.INFO,
@@ -307,6 +315,8 @@ class Server:
         for task in self._tasks:
             task.cancel()
         self.reloader.stop()
+        if self.fetcher is not None:
+            self.fetcher.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
@@ -490,6 +500,7 @@ class Server:
             "in_flight": self.in_flight,
             "in_flight_limit": self.admission.limit,
             "draining": self.draining,
+            "revocation": self._revocation_status(),
             "replay_store": _replay_status(self.verifier.replay),
             # Which process answered: under a supervisor, the one the kernel gave the
             # connection to (docs/OPERATIONS.md, "Several processes per node").
@@ -500,6 +511,35 @@ class Server:
             "cpu_s": round(time.process_time(), 6),
             "native_verify_cpu_s": round(_core.native_cpu_seconds(), 6),
         }
+
+    def _synced(self) -> None:
+        """On the fetcher's thread: new data is installed; every process reloads it."""
+        if self.process is None:
+            self.loop.call_soon_threadsafe(self.reloader.reload_soon, "revocation synced")
+        else:
+            hang_up_supervisor()
+
+    def _revocation_status(self) -> dict[str, Any] | None:
+        store = self.verifier.revocation
+        if store is None:
+            return None
+        r = self.cfg.revocation
+        doc: dict[str, Any] = {
+            "source": r.source_url or "files",
+            "require_signature": r.require_signature,
+            "expires_at": getattr(store, "expires_at", None),
+        }
+        if isinstance(store, RevocationStore):
+            described = store.describe()
+            doc.update(
+                snapshot=described["snapshot"],
+                deltas=described["deltas"],
+                manifest=described["manifest"],
+                unsigned=described["unsigned"],
+            )
+        if self.fetcher is not None:
+            doc["sync"] = self.fetcher.status()
+        return doc
 
     def _revocation_sequence(self) -> int | None:
         store = self.verifier.revocation
@@ -517,6 +557,7 @@ class Server:
         store = self.verifier.revocation
         m.revocation_sequence.set(-1 if store is None else store.sequence)
         m.revocation_age.set(0 if store is None else now - store.created_at)
+        m.revocation_expires.set(getattr(store, "expires_at", None) or 0)
 
 
 def open_replay(cfg: Config, metrics: ServerMetrics, clock: Callable[[], float]) -> ReplayStore:

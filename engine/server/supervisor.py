@@ -90,8 +90,8 @@ def _shared_replay_table(cfg: Config) -> ReplayStore | None:
 def _check(cfg: Config) -> None:
     """Everything a worker opens at start, opened once here: a bad file or setting stops
     the supervisor before any fork, as it stops a single process."""
-    open_trust(cfg)
-    store = open_revocation(cfg)
+    _, trust = open_trust(cfg)
+    store = open_revocation(cfg, trust)
     del store  # the workers map their own; this one is unmapped now
     tls_context(cfg.server)
 

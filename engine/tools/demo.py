@@ -14,7 +14,7 @@ from collections.abc import Callable
 from engine.replay import MemoryReplayCache
 from engine.revocation.source import SetRevocation
 from engine.tools import issuance
-from engine.tools.pki import Pki, init
+from engine.tools.pki import Pki, ensure_publisher, init
 from engine.tools.scenarios import BUILDABLE, Scenarios
 from engine.verdicts import Verdict
 from engine.verifier import Verifier
@@ -27,7 +27,8 @@ def ensure_pki(directory: pathlib.Path) -> Pki:
     if not (pki_dir / "pki.json").exists():
         init(pki_dir)
         print(f"created the demo trust material in {pki_dir}")
-    return Pki.open(pki_dir)
+    # Demo material made before revocation data was signed gets its publisher key.
+    return ensure_publisher(Pki.open(pki_dir))
 
 
 def run(directory: str, out: Callable[[str], object] = print) -> int:
@@ -105,7 +106,9 @@ def prepare_serving(directory: pathlib.Path) -> pathlib.Path:
             f'root_public_key = "{pki.root_public_key.hex()}"\n'
             f'trust_list = "{pki.trust_list_path.resolve()}"\n\n'
             "[revocation]\n"
-            f'snapshot = "{snapshot.resolve()}"\n\n'
+            f'snapshot = "{snapshot.resolve()}"\n'
+            "# Signed by the demo's revocation publisher key (pki/revocation-publisher.key).\n"
+            "require_signature = true\n\n"
             "# The demo's revocation data is rebuilt by `make load`: pick it up.\n"
             "[reload]\nwatch_interval_s = 2.0\n"
         )
@@ -117,14 +120,15 @@ DEMO_REVOKED = 20  # of the demo wallets: half revoked by card, half by credenti
 
 
 def build_demo_revocation(directory: pathlib.Path) -> pathlib.Path:
-    """(Re)builds DIR/revocation.snap so the demo never serves stale revocation data.
+    """(Re)builds DIR/revocation.snap so the demo never serves stale revocation data,
+    signed with the demo's revocation publisher key.
 
     Revokes some demo wallets (listed in DIR/revoked.txt) plus every id listed in the
     load-generation corpus, DIR/corpus/revoked.txt, when one exists.
     """
     from engine.formats import wallets
     from engine.formats.credentials import Credential
-    from engine.revocation.build import build_snapshot
+    from engine.revocation.build import Signer, build_snapshot
 
     listing = directory / "revoked.txt"
     if not listing.exists():
@@ -147,5 +151,8 @@ def build_demo_revocation(directory: pathlib.Path) -> pathlib.Path:
             sequence = read_header(snapshot).sequence + 1
         except Exception:
             sequence = 1
-    build_snapshot(snapshot, inputs, sequence=sequence)
+    pki = ensure_pki(directory)
+    build_snapshot(
+        snapshot, inputs, sequence=sequence, signer=Signer.from_file(pki.publisher_key_path)
+    )
     return snapshot

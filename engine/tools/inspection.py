@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,9 @@ from engine.formats import encoding as enc
 from engine.formats import wallets
 from engine.formats.credentials import CREDENTIAL_TAG, PRESENTATION_TAG, Credential, Presentation
 from engine.formats.keys import PRIVATE_KIND, PUBLIC_KIND
-from engine.formats.trustlist import TRUST_LIST_TAG, TrustList, TrustListError
+from engine.formats.trustlist import TRUST_LIST_TAG, PublisherKey, TrustList, TrustListError
 from engine.revocation import format as revocation_format
+from engine.revocation.manifest import ManifestError
 
 WALLET_PREVIEW = 3
 
@@ -113,6 +115,7 @@ def _trust_list(data: bytes, root_public_key: bytes | None) -> dict[str, Any]:
         raise InspectError(f"trust list: {e}") from None
     return {
         "type": "trust_list",
+        "version": t.version,
         "root_signature": status,
         "sequence": t.sequence,
         "issued_at": t.issued_at,
@@ -130,6 +133,16 @@ def _trust_list(data: bytes, root_public_key: bytes | None) -> dict[str, Any]:
         "channels": [
             {"channel_id": c.channel_id, "name": c.name, "status": c.status.name.lower()}
             for c in t.channels.values()
+        ],
+        "revocation_publishers": [
+            {
+                "key_id": p.key_id,
+                "public_key": p.public_key.hex(),
+                "not_before": p.not_before,
+                "not_after": p.not_after,
+                "status": p.status.name.lower(),
+            }
+            for p in t.publishers.values()
         ],
     }
 
@@ -168,8 +181,11 @@ def filter_fpr(words: np.ndarray) -> float:
     return total / len(blocks)
 
 
-def describe_revocation(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A JSON-ready description of a revocation file, after every check."""
+def describe_revocation(
+    path: str | os.PathLike[str], publishers: Mapping[str, PublisherKey] | None = None
+) -> dict[str, Any]:
+    """A JSON-ready description of a revocation file, after every check; the manifest's
+    signature is checked against ``publishers`` (a trust list's) when given."""
     m = revocation_format.map_file(path)
     h = m.header
     doc: dict[str, Any] = {
@@ -211,4 +227,22 @@ def describe_revocation(path: str | os.PathLike[str]) -> dict[str, Any]:
             removed_cards=h.removed_cards,
             removed_credentials=h.removed_credentials,
         )
+    if m.manifest is None:
+        doc["signature"] = "none: unsigned (format version 1)"
+        return doc
+    if publishers is None:
+        doc["signature"] = "not checked (give --pki or --trust-list)"
+    else:
+        try:
+            key = m.manifest.verify(publishers)
+        except ManifestError as e:
+            raise InspectError(f"{os.fspath(path)}: {e}") from None
+        doc["signature"] = f"ok (revocation publisher key {key.key_id})"
+    doc["manifest"] = {
+        **m.manifest.describe(),
+        "sections": "ok (every SHA-256 matches)",
+        "expires_at_utc": datetime.datetime.fromtimestamp(
+            m.manifest.expires_at, datetime.timezone.utc
+        ).isoformat(),
+    }
     return doc
