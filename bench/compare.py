@@ -11,7 +11,7 @@ import time
 from bench.harness import Row, format_table, machine
 
 # Each topic is a module bench/compare_<topic>.py with run(quick: bool) -> list[Row].
-TOPICS: list[str] = ["sigverify", "revocation", "server", "overload", "fleet"]
+TOPICS: list[str] = ["sigverify", "revocation", "server", "overload", "fleet", "distribution"]
 
 
 def main(argv: list[str] | None = None) -> int:

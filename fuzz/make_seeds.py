@@ -27,10 +27,11 @@ import common  # noqa: E402
 common.load_core()  # the regular build, or ESSC_FUZZ_CORE's
 
 import msgpack  # noqa: E402
+import nacl.signing  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine import _core  # noqa: E402
-from engine.revocation.build import build_delta, build_snapshot  # noqa: E402
+from engine.revocation.build import Signer, build_delta, build_snapshot  # noqa: E402
 from engine.revocation.format import map_file  # noqa: E402
 from engine.tools.pki import init as init_pki  # noqa: E402
 from engine.tools.scenarios import Scenarios  # noqa: E402
@@ -38,7 +39,7 @@ from engine.verdicts import Verdict  # noqa: E402
 from engine.wire import protocol as proto  # noqa: E402
 
 
-def write(out: pathlib.Path, name: str, seeds: list[bytes]) -> None:
+def write_corpus(out: pathlib.Path, name: str, seeds: list[bytes]) -> None:
     d = out / name
     if d.exists():
         shutil.rmtree(d)
@@ -99,7 +100,38 @@ def revocation_files(tmp: pathlib.Path) -> list[bytes]:
     build_snapshot(snap, [listing], sequence=3, seed=0x1234, created_at=1_700_000_000)
     build_delta(dl, snap, add=[adds], remove=[removes], created_at=1_700_000_100)
     build_delta(de, snap, add=[empty], remove=[empty], sequence=5, created_at=1_700_000_200)
-    return [p.read_bytes() for p in (snap, dl, de)]
+    # Signed (format version 2): the same data with a manifest.
+    signer = Signer("rev-pub-01", SIGNING_KEY)
+    ss, sd = tmp / "signed.snap", tmp / "signed.delta"
+    build_snapshot(ss, [listing], sequence=3, seed=0x1234, created_at=1_700_000_000, signer=signer)
+    build_delta(sd, ss, add=[adds], remove=[removes], created_at=1_700_000_100, signer=signer)
+    return [p.read_bytes() for p in (snap, dl, de, ss, sd)]
+
+
+SIGNING_KEY = nacl.signing.SigningKey(bytes(32))  # fuzz/py/signed_objects.py's key
+
+
+def signed_objects(tmp: pathlib.Path, files: list[bytes]) -> list[bytes]:
+    """An index, manifests and trust lists (v1 and v2), each after its selector byte."""
+    import dataclasses
+
+    from engine.revocation.format import read_manifest
+    from engine.revocation.publication import INDEX_FILE, publish
+
+    signer = Signer("rev-pub-01", SIGNING_KEY)
+    pub = tmp / "pub"
+    listing = tmp / "pub-ids.txt"
+    listing.write_text("card G12345678\n")
+    publish(pub, signer, snapshot=[listing], now=1_700_000_000)
+    publish(pub, signer, add=[listing], now=1_700_000_100)
+    out = [bytes([0]) + (pub / INDEX_FILE).read_bytes()]
+    for name in ("signed.snap", "signed.delta"):
+        out.append(bytes([1]) + read_manifest(tmp / name).encode())
+    pki = init_pki(tmp / "pki-signed")
+    trust = pki.trust_list
+    v1 = dataclasses.replace(trust, version=1, publishers={}).signed(pki.root_signing_key())
+    out += [bytes([2]) + trust.encode(), bytes([2]) + v1.encode()]
+    return out
 
 
 def fpset_seeds(snapshot: pathlib.Path) -> list[bytes]:
@@ -135,7 +167,14 @@ def proxy_headers() -> list[bytes]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=pathlib.Path, default=ROOT / "fuzz" / "corpus")
+    ap.add_argument("--only", default="", help="comma-separated corpora (default: all)")
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
+
+    def write(out: pathlib.Path, name: str, seeds: list[bytes]) -> None:
+        if not only or name in only:
+            write_corpus(out, name, seeds)
+
     with tempfile.TemporaryDirectory() as t:
         tmp = pathlib.Path(t)
         pres = presentations(tmp)
@@ -144,6 +183,7 @@ def main() -> None:
         snap = tmp / "s.snap"
         snap.write_bytes(files[0])
         fpset = fpset_seeds(snap)
+        signed = signed_objects(tmp, files)
     write(args.out, "presentation", pres)
     write(args.out, "wire", [bytes([m]) + r for r in reqs for m in (4, 255)])
     stream = b"".join(struct.pack(">I", len(r)) + r for r in reqs[:3])
@@ -160,6 +200,7 @@ def main() -> None:
     write(args.out, "fpset", fpset)
     write(args.out, "revocation", [bytes([7]) + f for f in files] + [bytes([0]) + files[1]])
     write(args.out, "proxy_protocol", proxy_headers())
+    write(args.out, "signed_objects", signed)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ VPY=${VPY:-$ROOT/.venv/bin/python}
 SECONDS_EACH=${FUZZ_SECONDS:-180}
 BUILD=$ROOT/build/fuzz
 VAR=$ROOT/var/fuzz
-ALL="c-wire c-presentation c-id-parse c-fpset framing wire-diff presentation-diff parse-ids-diff revocation-files proxy-protocol"
+ALL="c-wire c-presentation c-id-parse c-fpset framing wire-diff presentation-diff parse-ids-diff revocation-files proxy-protocol signed-objects"
 HARNESSES=${FUZZ_HARNESSES:-$ALL}
 
 say() { echo "fuzz: $*" >&2; }
@@ -116,6 +116,7 @@ corpus_of() {
         framing) echo framing ;;
         revocation-files) echo revocation ;;
         proxy-protocol) echo proxy_protocol ;;
+        signed-objects) echo signed_objects ;;
         *) return 1 ;;
     esac
 }

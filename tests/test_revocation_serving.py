@@ -55,10 +55,14 @@ def test_a_trust_list_without_publisher_keys_cannot_check_revocation_data(own, t
     settings = {"revocation.snapshot": str(snap), "trust.trust_list": str(listing)}
     with pytest.raises(ConfigError, match="names no revocation publisher key"):
         Server(server_config(pki, **settings))
-    # Migration: the old list still serves, with signatures not required (and so not
-    # checked: no key to check them with).
-    srv = Server(server_config(pki, **settings, **{"revocation.require_signature": False}))
-    assert srv.verifier.trust_list.version == 1
+    # Migration: the old list still serves unsigned data with signatures not required;
+    # a signed file is still checked, and with no key to check it against, refused.
+    lax = {**settings, "revocation.require_signature": False}
+    with pytest.raises(ConfigError, match="not a revocation publisher key"):
+        Server(server_config(pki, **lax))
+    lax["revocation.snapshot"] = str(snapshot(tmp_path, "u.snap", cards=CARDS))
+    srv = Server(server_config(pki, **lax))
+    assert srv.verifier.trust_list.version == 1 and srv.verifier.revocation.unsigned
     # Without revocation data the old list serves as it always did.
     Server(server_config(pki, **{"trust.trust_list": str(listing)}))
 

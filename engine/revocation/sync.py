@@ -85,6 +85,7 @@ class SyncOutcome:
     snapshot_sequence: int
     fetched: list[str]  # revocation files downloaded (the index not included)
     bytes: int  # bytes of those files received by this call (the index not included)
+    started_at: float = 0.0  # when this poll began (clock time): publish-to-service timings
 
 
 def local_files(
@@ -188,6 +189,7 @@ class RevocationSync:
         self.syncs_total += 1
         self.last_success_at = self.clock()
         self.last_error = None
+        outcome.started_at = self.last_attempt_at
         return outcome
 
     # --- one poll -----------------------------------------------------------------------

@@ -58,13 +58,23 @@ class Fetcher:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self.sync.run,
+            target=self._run,
             args=(self._stop, self.cfg.revocation.poll_interval_s, self._on_change),
             kwargs={"on_error": self._on_error, "on_poll": self._on_poll},
             name="essc-revocation-fetcher",
             daemon=True,  # a poll stuck in a read must not hold the process at exit
         )
         self._thread.start()
+
+    def _run(self, *args: Any, **kwargs: Any) -> None:
+        """The poll loop; a bug in it is logged and the loop started again (after a poll
+        interval), never left to end the thread silently."""
+        while not self._stop.is_set():
+            try:
+                self.sync.run(*args, **kwargs)
+            except Exception:
+                logging.getLogger(logs.LOGGER).exception("revocation_fetcher_failed")
+                self._stop.wait(self.cfg.revocation.poll_interval_s)
 
     def stop(self) -> None:
         self._stop.set()
@@ -89,6 +99,7 @@ class Fetcher:
             snapshot_sequence=outcome.snapshot_sequence,
             fetched=outcome.fetched,
             bytes=outcome.bytes,
+            poll_started_at=round(outcome.started_at, 6),
         )
         self._changed()
 
