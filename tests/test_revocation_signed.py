@@ -387,3 +387,24 @@ def test_data_signed_by_a_key_the_new_trust_list_revokes_stops_answering(own, tm
     assert store.recheck(SignaturePolicy(pki.trust_list.publishers)) is None
     (ok,) = scenarios.presentations([Verdict.OK], now_s * 1000)
     assert verifier.verify([ok], now_s * 1000)[0].verdict is Verdict.OK
+
+
+def test_a_pki_made_before_publisher_keys_gets_one(tmp_path):
+    """Demo material from before signed revocation data (make run on an old demo/)."""
+    from engine.formats.files import write_atomically
+    from engine.tools.pki import PUBLISHER_PUBLIC_FILE, Pki, ensure_publisher
+
+    pki = init(tmp_path / "pki")
+    pki.publisher_key_path.unlink()
+    (pki.directory / PUBLISHER_PUBLIC_FILE).unlink()
+    old = dataclasses.replace(pki.trust_list, version=1, publishers={})
+    write_atomically(pki.trust_list_path, old.signed(pki.root_signing_key()).encode())
+    before = Pki.open(pki.directory)
+    assert before.trust_list.version == 1
+    after = ensure_publisher(before)
+    assert after.trust_list.sequence == before.trust_list.sequence + 1
+    assert after.trust_list.version == 2 and list(after.trust_list.publishers) == ["rev-pub-01"]
+    signer = Signer.from_file(after.publisher_key_path)
+    snap = snapshot(tmp_path, "s.snap", cards=CARDS, signer=signer)
+    assert _store(snap, publishers=after.trust_list.publishers).is_revoked("card", CARDS[0])
+    assert ensure_publisher(after) is after  # nothing more to do

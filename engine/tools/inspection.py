@@ -21,6 +21,7 @@ from engine.formats.keys import PRIVATE_KIND, PUBLIC_KIND
 from engine.formats.trustlist import TRUST_LIST_TAG, PublisherKey, TrustList, TrustListError
 from engine.revocation import format as revocation_format
 from engine.revocation.manifest import ManifestError
+from engine.revocation.publication import INDEX_TAG, Index, PublicationError
 
 WALLET_PREVIEW = 3
 
@@ -53,7 +54,35 @@ def describe_bytes(data: bytes, root_public_key: bytes | None = None) -> dict[st
         }
     if kind == TRUST_LIST_TAG:
         return _trust_list(data, root_public_key)
+    if kind == INDEX_TAG:
+        return _index(data)
     raise InspectError(f"unknown object tag {kind!r}")
+
+
+def _index(data: bytes) -> dict[str, Any]:
+    """A publication index (its signature needs the trust list: not checked here)."""
+    try:
+        ix = Index.decode_unverified(data)
+    except PublicationError as e:
+        raise InspectError(str(e)) from None
+    return {
+        "type": "revocation_index",
+        "signature": f"not checked (publisher key {ix.publisher_key_id})",
+        "published_at": ix.published_at,
+        "expires_at": ix.expires_at,
+        "sequence": ix.sequence,
+        "files": [
+            {
+                "name": e.name,
+                "kind": e.kind,
+                "sequence": e.sequence,
+                "size": e.size,
+                "sha256": e.sha256.hex(),
+                "manifest_digest": e.manifest_digest.hex(),
+            }
+            for e in ix.entries
+        ],
+    }
 
 
 def describe_file(
