@@ -159,7 +159,9 @@ def _run(args) -> int:
     if note:
         print(f"note         {note}")
     if args.json:
+        doc["hgrm"] = report.write_hgrm(args.json, result)
         report.write_json(args.json, doc)
+        print(f"hgrm         {doc['hgrm']['corrected']}, {doc['hgrm']['uncorrected']}")
     if args.report:
         report.write_html(args.report, result, doc)
         print(f"report       {args.report}")
@@ -352,7 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--duration", type=_positive(float), help="measured seconds (10)")
     length.add_argument("--requests", type=_positive(int), help="measured requests instead")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds sent but not measured (2)")
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the results as JSON, and beside it the corrected and uncorrected "
+        "latency distributions as HdrHistogram .hgrm files (FILE.corrected.hgrm ...)",
+    )
     p.add_argument("--report", metavar="FILE", help="write an HTML report with latency plots")
     p.add_argument("--fail-on-busy", action="store_true", help="exit 1 if any answer is BUSY")
     p.add_argument("--fail-on-behind", action="store_true", help="exit 1 if the rate was not held")

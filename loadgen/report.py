@@ -7,6 +7,7 @@ external assets), so it can be attached to a release ticket as is.
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
 import time
@@ -231,6 +232,38 @@ def write_json(path: str, doc: dict) -> None:
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
+
+
+# --- HdrHistogram percentile distributions ---------------------------------------------------
+
+HGRM_SCALING = 1000  # microseconds recorded, milliseconds written (as wrk2 --latency)
+
+
+def hgrm_paths(json_path: str) -> dict[str, str]:
+    """load.json -> {"corrected": "load.corrected.hgrm", "uncorrected": ...}."""
+    base = json_path[: -len(".json")] if json_path.endswith(".json") else json_path
+    return {name: f"{base}.{name}.hgrm" for name in ("corrected", "uncorrected")}
+
+
+def hgrm(hist) -> str:
+    """The histogram's percentile distribution (.hgrm), as HdrHistogram's plotter reads it."""
+    out = io.BytesIO()
+    hist.output_percentile_distribution(out, HGRM_SCALING)
+    text = out.getvalue().decode()
+    # hdrhistogram (0.10) leaves the footer's standard deviation unscaled: microseconds
+    # beside milliseconds.  HdrHistogram's Java original scales it like every value.
+    sd, digits = hist.get_stddev(), hist.significant_figures
+    wrong = f"StdDeviation   = {sd:12.{digits}f}"
+    return text.replace(wrong, f"StdDeviation   = {sd / HGRM_SCALING:12.{digits}f}")
+
+
+def write_hgrm(json_path: str, r: RunResult) -> dict[str, str]:
+    """Writes the corrected and uncorrected distributions beside the JSON; their paths."""
+    paths = hgrm_paths(json_path)
+    for name, path in paths.items():
+        with open(path, "w") as f:
+            f.write(hgrm(getattr(r, name)))
+    return paths
 
 
 # --- HTML -----------------------------------------------------------------------------------
