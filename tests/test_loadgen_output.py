@@ -1,13 +1,19 @@
 """What the load generator writes for tools to read: the HdrHistogram percentile
-distributions (.hgrm) beside its JSON."""
+distributions (.hgrm) beside its JSON; the server's own figures from its metrics."""
 
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
+from engine.server.metrics import ServerMetrics, merge_expositions
+from engine.verdicts import Verdict
 from loadgen import corpus as corpus_mod
+from loadgen import server_metrics
 from loadgen.cli import main
 
 
@@ -67,3 +73,42 @@ def test_hgrm_beside_the_json(tmp_path, start_server, corpus):
     for name in ("corrected", "uncorrected"):
         check_hgrm(tmp_path / f"load.{name}.hgrm", doc["latency_ms"][name])
         assert doc["latency_ms"][name]["count"] == 400
+
+
+def test_workers_are_summed_and_a_restarted_one_counts_from_zero():
+    """A supervisor's exposition (worker labels, engine.server.metrics): worker 1 is
+    replaced between the scrapes, so its counters start again from zero; worker 2 did
+    not answer the first scrape, so its counts (all its history) are left out."""
+    w0, w1, w1_new, w2 = ServerMetrics(), ServerMetrics(), ServerMetrics(), ServerMetrics()
+    w2.latency.observe(np.full(1000, 0.0004))
+    w0.latency.observe(np.full(10, 0.0004))
+    w1.latency.observe(np.full(50, 0.0004))
+
+    def exposition(*workers):
+        texts = {k: generate_latest(m.registry).decode() for k, m in enumerate(workers)}
+        return merge_expositions(texts, []).decode()
+
+    start = server_metrics.Scrape(1.0, exposition(w0, w1))
+    w0.latency.observe(np.full(60, 0.0015))  # 60 in (1 ms, 2 ms]
+    w1_new.latency.observe(np.full(20, 0.004))  # 20 in (3 ms, 5 ms]
+    w1_new.busy.labels("in_flight").inc(7)
+    w1_new.count_verdicts([20] + [0] * (len(Verdict) - 1))  # 20 OK
+    end = server_metrics.Scrape(3.0, exposition(w0, w1_new, w2))
+    sv = server_metrics.server_side("http://x/metrics", start, end, 0)
+    assert sv["workers_missing"] == ["2"] and sv["interval_s"] == 2.0
+    assert sv["requests"] == 80 == sv["latency_ms"]["count"]
+    assert sv["busy"] == {"total": 7, "by_reason": {"in_flight": 7}}
+    assert sv["verdicts"] == {"OK": 20} and sv["presentations"] == 20
+    # histogram_quantile: rank 40 of 80 is 40/60 into (1 ms, 2 ms]; rank 72 is 12/20
+    # into (3 ms, 5 ms].
+    assert sv["latency_ms"]["p50"] == pytest.approx(1 + 40 / 60, abs=0.001)
+    assert sv["latency_ms"]["p90"] == pytest.approx(3 + 2 * 12 / 20, abs=0.001)
+
+
+def test_histogram_quantile_as_prometheus():
+    inf = math.inf
+    assert server_metrics.histogram_quantile(0.5, [(0.001, 0), (inf, 0)]) is None
+    assert server_metrics.histogram_quantile(0.5, [(0.001, 10), (inf, 10)]) == 0.0005
+    # The rank in the +Inf bucket: the highest finite bound.
+    buckets = [(0.001, 10), (0.002, 90), (inf, 100)]
+    assert server_metrics.histogram_quantile(0.99, buckets) == 0.002
