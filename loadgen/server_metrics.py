@@ -24,11 +24,6 @@ LATENCY = "essc_verify_latency_seconds"
 TIMEOUT_S = 5.0
 
 
-def metrics_url(address: str) -> str:
-    """HOST:PORT, or a whole URL, as the URL of the metrics page."""
-    return address if "://" in address else f"http://{address}/metrics"
-
-
 @dataclasses.dataclass
 class Scrape:
     at: float  # unix time the answer came back (or the scrape failed)
@@ -135,6 +130,9 @@ def server_side(url: str, start: Scrape | None, end: Scrape, in_flight_at_start:
         a, b = _samples(start.text), _samples(end.text)
     except ValueError as e:  # not a Prometheus exposition
         doc["error"] = f"unreadable metrics: {e}"
+        return doc
+    if not any(name == f"{LATENCY}_count" for name, _ in b):
+        doc["error"] = f"no {LATENCY} in the metrics: is this the engine's metrics address?"
         return doc
     inc = _increases(a, b)
     interval = end.at - start.at

@@ -1,5 +1,6 @@
 """What the load generator writes for tools to read: the HdrHistogram percentile
-distributions (.hgrm) beside its JSON; the server's own figures from its metrics."""
+distributions (.hgrm) beside its JSON, and the server's own figures from its metrics
+(--metrics), against the real server on 127.0.0.1 with its metrics port open."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import numpy as np
 import pytest
 from prometheus_client import generate_latest
+from realservers import free_port
 
 from engine.server.metrics import ServerMetrics, merge_expositions
 from engine.verdicts import Verdict
@@ -61,18 +63,105 @@ def check_hgrm(path, latency: dict) -> None:
     assert footer["StdDeviation"] <= latency["max"]
 
 
-def test_hgrm_beside_the_json(tmp_path, start_server, corpus):
-    srv = start_server()
+def test_server_figures_beside_the_generators(tmp_path, start_server, corpus, capsys):
+    """No warm-up: the first scrape precedes the first send and the last follows the
+    last answer, which the server counts before writing it: the counts agree exactly."""
+    srv = start_server(metrics__port=free_port())
+    html = tmp_path / "load.html"
+    metrics = f"127.0.0.1:{srv.server.metrics_port}"
     rc, doc = run(
-        tmp_path, srv.port, corpus, "--rate", "2000", "--requests", "400", "--warmup", "0"
+        tmp_path,
+        srv.port,
+        corpus,
+        "--rate",
+        "2000",
+        "--requests",
+        "400",
+        "--warmup",
+        "0",
+        "--metrics",
+        metrics,
+        "--report",
+        str(html),
     )
-    assert rc == 0
+    assert rc == 0, doc["mismatch_examples"] or doc["error_examples"]
+    sv, counts = doc["server"], doc["counts"]
+    assert sv["error"] is None and sv["metrics_url"] == f"http://{metrics}/metrics"
+    assert sv["requests"] == counts["requests"] == 400 == sv["latency_ms"]["count"]
+    assert sv["presentations"] == counts["presentations"]
+    assert sv["verdicts"] == counts["verdicts"]
+    assert sv["busy"] == {"total": 0, "by_reason": {}} and counts["busy"] == 0
+    assert sv["protocol_errors"] == {} and sv["in_flight_at_start"] == 0
+    lat = sv["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"]
+    assert lat["mean"] > 0 and sv["interval_s"] > 0
+    cpu = sv["cpu"]
+    assert cpu["seconds"] > 0 and cpu["native_verify_seconds"] > 0
+    assert 0 < cpu["native_share"] <= 1 and cpu["us_per_presentation"] > 0
+    assert sv["workers"] == 1 and sv["workers_missing"] == []
+    out = capsys.readouterr().out
+    assert "\n  server   " in out and "400 requests, 400 presentations in" in out
+    page = html.read_text()
+    assert "Server (from its metrics)" in page and "server (its histogram)" in page
+    # The distributions beside the JSON, named in it.
     assert doc["hgrm"] == {
         name: str(tmp_path / f"load.{name}.hgrm") for name in ("corrected", "uncorrected")
     }
     for name in ("corrected", "uncorrected"):
         check_hgrm(tmp_path / f"load.{name}.hgrm", doc["latency_ms"][name])
         assert doc["latency_ms"][name]["count"] == 400
+
+
+def test_the_first_scrape_at_the_end_of_the_warm_up(tmp_path, start_server, corpus):
+    """With a warm-up the first scrape is taken while requests go out: what the server
+    counted lies between the measured answers and all the run's answers."""
+    srv = start_server(metrics__port=free_port())
+    rc, doc = run(
+        tmp_path,
+        srv.port,
+        corpus,
+        "--rate",
+        "1000",
+        "--requests",
+        "300",
+        "--warmup",
+        "0.3",
+        "--metrics",
+        f"http://127.0.0.1:{srv.server.metrics_port}/metrics",
+    )
+    assert rc == 0
+    sv, counts, warm = doc["server"], doc["counts"], doc["warmup"]
+    assert sv["error"] is None and warm["requests"] > 0
+    assert 0 < sv["requests"] <= counts["requests"] + warm["requests"]
+    assert sv["scrapes"]["start"]["at"] < sv["scrapes"]["end"]["at"]
+    assert sv["cpu"]["seconds"] > 0 and sv["busy"]["total"] == 0
+
+
+def test_a_failed_scrape_is_reported_and_the_run_goes_on(tmp_path, start_server, corpus, capsys):
+    srv = start_server()  # no metrics port: nothing listens on the one given
+    rc, doc = run(
+        tmp_path,
+        srv.port,
+        corpus,
+        "--rate",
+        "500",
+        "--requests",
+        "50",
+        "--warmup",
+        "0",
+        "--metrics",
+        f"127.0.0.1:{free_port()}",
+    )
+    assert rc == 0 and doc["counts"]["requests"] == 50
+    error = doc["server"]["error"]
+    assert error.startswith("start: ") and "; end: " in error
+    assert "latency_ms" not in doc["server"]
+    assert "server       metrics not read (start: " in capsys.readouterr().out
+    rc, doc = run(tmp_path, srv.port, corpus, "--rate", "500", "--requests", "10", "--warmup", "0")
+    assert rc == 0 and doc["server"] is None  # no --metrics: no section
+    argv = ["run", "--target", f"127.0.0.1:{srv.port}", "--corpus", str(corpus.directory)]
+    assert main([*argv, "--rate", "1", "--metrics", "localhost"]) == 2  # no port
+    assert "--metrics 'localhost': expected HOST:PORT or a URL" in capsys.readouterr().err
 
 
 def test_workers_are_summed_and_a_restarted_one_counts_from_zero():
