@@ -31,6 +31,16 @@ def _target(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _metrics_url(text: str) -> str:
+    """--metrics HOST:PORT (its /metrics page) or a whole URL."""
+    if "://" in text:
+        return text
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--metrics {text!r}: expected HOST:PORT or a URL")
+    return f"http://{text}/metrics"
+
+
 def _positive(kind):
     def parse(text: str):
         value = kind(text)
@@ -146,11 +156,12 @@ def _run(args) -> int:
     from loadgen import report, runner
 
     settings = _settings(args)
+    metrics = _metrics_url(args.metrics) if args.metrics else None
     c, weights, note = _prepare(args)
     progress = None if args.quiet else runner.stderr_progress
     source = runner.start_source(c, weights, args.batch, args.workers)
     try:
-        result = runner.drive(settings, source, progress=progress)
+        result = runner.drive(settings, source, progress=progress, metrics=metrics)
     finally:
         source.close()
     doc = report.to_json(result)
@@ -159,7 +170,9 @@ def _run(args) -> int:
     if note:
         print(f"note         {note}")
     if args.json:
+        doc["hgrm"] = report.write_hgrm(args.json, result)
         report.write_json(args.json, doc)
+        print(f"hgrm         {doc['hgrm']['corrected']}, {doc['hgrm']['uncorrected']}")
     if args.report:
         report.write_html(args.report, result, doc)
         print(f"report       {args.report}")
@@ -352,8 +365,20 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--duration", type=_positive(float), help="measured seconds (10)")
     length.add_argument("--requests", type=_positive(int), help="measured requests instead")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds sent but not measured (2)")
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the results as JSON, and beside it the corrected and uncorrected "
+        "latency distributions as HdrHistogram .hgrm files (FILE.corrected.hgrm ...)",
+    )
     p.add_argument("--report", metavar="FILE", help="write an HTML report with latency plots")
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT|URL",
+        help="the server's metrics address: scrape /metrics when the measured phase starts "
+        "and after the last answer, and report the server's own latency, BUSY, counts and "
+        "CPU beside the generator's (default: off)",
+    )
     p.add_argument("--fail-on-busy", action="store_true", help="exit 1 if any answer is BUSY")
     p.add_argument("--fail-on-behind", action="store_true", help="exit 1 if the rate was not held")
     p.set_defaults(func=_run)

@@ -145,6 +145,7 @@ class RunResult:
     corpus: str
     presigned: int = 0  # requests signed before the clock started
     ran_out: bool = False  # the presigned requests were used up before the run's end
+    server: dict | None = None  # the server's own figures (loadgen.server_metrics)
 
     @property
     def failed(self) -> bool:
@@ -221,6 +222,7 @@ class Driver:
         *,
         on_interval: Callable[[stats.Interval, Driver], None] | None = None,
         on_mismatch: Callable[[dict], None] | None = None,
+        on_measure_start: Callable[[int], object] | None = None,
     ):
         self.settings = settings
         self.source = source
@@ -228,6 +230,9 @@ class Driver:
         self.batch = source.batch
         self.on_interval = on_interval
         self.on_mismatch = on_mismatch
+        # Called with the requests in flight when the measured phase starts.
+        self.on_measure_start = on_measure_start
+        self._measure_started: asyncio.Future | None = None
         self.conns: list[_Connection] = []
         self.inflight: dict[int, tuple] = {}
         self._ids = itertools.count(1)
@@ -305,11 +310,17 @@ class Driver:
         self.source.attach(loop, self._on_chunk, self._abort)
         try:
             await self._prefill()
+            hook = self.on_measure_start
+            if hook is not None and s.warmup <= 0:
+                hook(0)  # before the clock starts, so its time is no request's latency
             started_at = time.time()
             self.t0 = time.perf_counter()
             self.warm_end = self.t0 + s.warmup
             self._last_tick = self.t0
             ticker = loop.create_task(self._ticker())
+            measure_timer = None
+            if hook is not None and s.warmup > 0:
+                measure_timer = loop.call_later(s.warmup, self._measure_start)
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signal.SIGINT, self._interrupt)  # main thread only
             try:
@@ -325,9 +336,13 @@ class Driver:
                     self._fail(rid, "unanswered", "no answer before the run ended")
             finally:
                 ticker.cancel()
+                if measure_timer is not None:
+                    measure_timer.cancel()  # a run that ended in its warm-up
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signal.SIGINT)
             self._tick(time.perf_counter())
+            if self._measure_started is not None:
+                await self._measure_started
         finally:
             if self.presigned:
                 gc.unfreeze()
@@ -338,6 +353,12 @@ class Driver:
                     c.transport.abort()
         self._finish_pairs()
         return self._result(started_at)
+
+    def _measure_start(self) -> None:
+        # Off the loop: a blocking call here would hold up the sends due meanwhile.
+        self._measure_started = self.loop.run_in_executor(
+            None, self.on_measure_start, len(self.inflight)
+        )
 
     async def _connect(self) -> None:
         s = self.settings

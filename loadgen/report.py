@@ -7,6 +7,7 @@ external assets), so it can be attached to a release ticket as is.
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
 import time
@@ -82,6 +83,8 @@ def summary_text(r: RunResult) -> str:
     rows = [("corrected", cor), ("uncorrected", unc)]
     if s_open(r):
         rows.append(("send lag", r.schedule.lag))
+    if r.server and not r.server["error"]:
+        rows.append(("server", r.server["latency_ms"]))  # its histogram: no max
     for name, p in rows:
         lines.append(
             f"  {name:<10}"
@@ -95,6 +98,8 @@ def summary_text(r: RunResult) -> str:
         f"checks       {c.mismatches:,} mismatches, {c.busy:,} BUSY, "
         f"{c.error_count:,} errors{_errors(c.errors)}"
     )
+    if r.server:
+        lines.append(f"server       {server_line(r.server)}")
     w = r.warmup
     if w.requests or w.error_count:
         lines.append(
@@ -136,6 +141,30 @@ def summary_text(r: RunResult) -> str:
         lines.append(hint)
     lines.append(f"result       {verdict_word(r)}")
     return "\n".join(lines)
+
+
+def server_line(sv: dict) -> str:
+    """What the server counted between the scrapes, in one line (or why it could not)."""
+    if sv["error"]:
+        return f"metrics not read ({sv['error']})"
+    cpu, busy = sv["cpu"], sv["busy"]
+    reasons = ", ".join(f"{k} {v:,}" for k, v in busy["by_reason"].items())
+    share = cpu["native_share"]
+    per = cpu["us_per_presentation"]
+    line = (
+        f"{sv['requests']:,} requests, {sv['presentations']:,} presentations in "
+        f"{sv['interval_s']:.2f} s between scrapes; BUSY {busy['total']:,}"
+        f"{f' ({reasons})' if reasons else ''}; errors "
+        f"{sum(sv['protocol_errors'].values()):,}{_errors(sv['protocol_errors'])}; CPU "
+        f"{cpu['seconds']:,.2f} s ({cpu['cores'] or 0:.2f} cores"
+        f"{f', {100 * share:.0f}% native verify' if share is not None else ''}"
+        f"{f', {per:,.0f} us per presentation' if per is not None else ''})"
+    )
+    if sv["in_flight_at_start"]:
+        line += f"; {sv['in_flight_at_start']:,} requests in flight at the first scrape"
+    if sv["workers_missing"]:
+        line += f"; workers left out (in one scrape only): {', '.join(sv['workers_missing'])}"
+    return line
 
 
 def s_open(r: RunResult) -> bool:
@@ -224,6 +253,7 @@ def to_json(r: RunResult) -> dict:
             "corrected": stats.spectrum_ms(r.corrected),
             "uncorrected": stats.spectrum_ms(r.uncorrected),
         },
+        "server": r.server,
     }
 
 
@@ -231,6 +261,38 @@ def write_json(path: str, doc: dict) -> None:
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
+
+
+# --- HdrHistogram percentile distributions ---------------------------------------------------
+
+HGRM_SCALING = 1000  # microseconds recorded, milliseconds written (as wrk2 --latency)
+
+
+def hgrm_paths(json_path: str) -> dict[str, str]:
+    """load.json -> {"corrected": "load.corrected.hgrm", "uncorrected": ...}."""
+    base = json_path[: -len(".json")] if json_path.endswith(".json") else json_path
+    return {name: f"{base}.{name}.hgrm" for name in ("corrected", "uncorrected")}
+
+
+def hgrm(hist) -> str:
+    """The histogram's percentile distribution (.hgrm), as HdrHistogram's plotter reads it."""
+    out = io.BytesIO()
+    hist.output_percentile_distribution(out, HGRM_SCALING)
+    text = out.getvalue().decode()
+    # hdrhistogram (0.10) leaves the footer's standard deviation unscaled: microseconds
+    # beside milliseconds.  HdrHistogram's Java original scales it like every value.
+    sd, digits = hist.get_stddev(), hist.significant_figures
+    wrong = f"StdDeviation   = {sd:12.{digits}f}"
+    return text.replace(wrong, f"StdDeviation   = {sd / HGRM_SCALING:12.{digits}f}")
+
+
+def write_hgrm(json_path: str, r: RunResult) -> dict[str, str]:
+    """Writes the corrected and uncorrected distributions beside the JSON; their paths."""
+    paths = hgrm_paths(json_path)
+    for name, path in paths.items():
+        with open(path, "w") as f:
+            f.write(hgrm(getattr(r, name)))
+    return paths
 
 
 # --- HTML -----------------------------------------------------------------------------------
@@ -453,10 +515,13 @@ def html_report(r: RunResult, doc: dict | None = None) -> str:
     )
     lat = doc["latency_ms"]
     lat_rows = ""
+    sv = doc.get("server")
+    server_row = [("server (its histogram)", sv["latency_ms"])] if sv and not sv["error"] else []
     for name, p in (
         ("corrected", lat["corrected"]),
         ("uncorrected", lat["uncorrected"]),
         ("send lag", doc["schedule"]["lag"]),
+        *server_row,
     ):
         cells = "".join(f"<td>{_ms(p.get(k))}</td>" for k in ("p50", "p90", "p99", "p99.9", "max"))
         lat_rows += f"<tr><td>{name}</td>{cells}</tr>"
@@ -497,6 +562,7 @@ def html_report(r: RunResult, doc: dict | None = None) -> str:
 generator was held up); uncorrected: from the actual send. Warm-up excluded.</p>
 <table><tr><th></th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>
 {lat_rows}</table>
+{_server_html(sv)}
 <h2>Latency over time</h2>{latency}
 <h2>Throughput over time</h2>{rate}
 <h2>Percentile spectrum</h2>{spectrum}
@@ -505,6 +571,42 @@ generator was held up); uncorrected: from the actual send. Warm-up excluded.</p>
 {"<h2>First mismatches</h2><ul>" + examples + "</ul>" if examples else ""}
 </body></html>
 """
+
+
+def _us(v) -> str:
+    return "-" if v is None else f"{v:,.1f} us"
+
+
+def _server_html(sv: dict | None) -> str:
+    if not sv:
+        return ""
+    head = (
+        "<h2>Server (from its metrics)</h2><p>What the server counted between scrapes of "
+        f"{html.escape(sv['metrics_url'])} at the start of the measured phase and after "
+        "the last answer; its latency is from arrival to the answer written, interpolated "
+        "within the buckets of <code>essc_verify_latency_seconds</code>.</p>"
+    )
+    if sv["error"]:
+        return head + f'<p class="note"><b>Metrics not read:</b> {html.escape(sv["error"])}</p>'
+    cpu, busy = sv["cpu"], sv["busy"]
+    rows = [
+        ("interval", f"{sv['interval_s']:.2f} s", f"{sv['workers']} process(es)"),
+        ("answered", f"{sv['requests']:,} requests", f"{sv['presentations']:,} presentations"),
+        ("BUSY", f"{busy['total']:,}", _errors(busy["by_reason"])),
+        ("errors", f"{sum(sv['protocol_errors'].values()):,}", _errors(sv["protocol_errors"])),
+        ("CPU", f"{cpu['seconds']:,.2f} s", f"{cpu['cores'] or 0:.2f} cores"),
+        (
+            "native verify",
+            f"{cpu['native_verify_seconds']:,.2f} s",
+            "-" if cpu["native_share"] is None else f"{100 * cpu['native_share']:.0f}% of CPU",
+        ),
+        ("CPU per presentation", _us(cpu["us_per_presentation"]), ""),
+    ]
+    cells = "".join(
+        f"<tr><td>{a}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
+        for a, b, c in rows
+    )
+    return head + f"<table>{cells}</table>"
 
 
 def write_html(path: str, r: RunResult, doc: dict | None = None) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from engine.errors import EsscError
 from engine.wire import protocol as proto
 from engine.wire.client import Client, ServerError
-from loadgen import report
+from loadgen import report, server_metrics
 from loadgen.corpus import REVOKED_OUTCOMES, Corpus
 from loadgen.driver import Driver, RunResult, Settings
 from loadgen.sources import Source
@@ -126,8 +126,11 @@ def drive(
     source: Source,
     *,
     progress: Callable[[str], None] | None = None,
+    metrics: str | None = None,
 ) -> RunResult:
-    """Runs the driver on a fresh uvloop event loop; progress lines go to ``progress``."""
+    """Runs the driver on a fresh uvloop event loop; progress lines go to ``progress``.
+    With ``metrics`` (the server's metrics URL) the result carries the server's own
+    figures over the measured phase (``RunResult.server``)."""
 
     def on_interval(iv, driver):
         if progress is not None and (iv.answered or iv.phase != "drain"):
@@ -144,16 +147,33 @@ def drive(
     if progress is not None and settings.presign:
         progress(f"signing {settings.presign_requests:,} requests ahead of the run")
 
+    start: list = []  # (scrape, requests in flight then), once the measured phase starts
+
+    def on_measure_start(in_flight: int) -> None:
+        start.append((server_metrics.scrape(metrics), in_flight))
+
     async def main():
         return await Driver(
-            settings, source, on_interval=on_interval, on_mismatch=on_mismatch
+            settings,
+            source,
+            on_interval=on_interval,
+            on_mismatch=on_mismatch,
+            on_measure_start=on_measure_start if metrics else None,
         ).run()
 
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; the default loop works
-        return asyncio.run(main())
-    return uvloop.run(main())
+        result = asyncio.run(main())
+    else:
+        result = uvloop.run(main())
+    if metrics:
+        # Every answer is in (or given up on), and the server counts an answer before
+        # writing it: this scrape holds every request the run saw answered.
+        end = server_metrics.scrape(metrics)
+        first, in_flight = start[0] if start else (None, 0)
+        result.server = server_metrics.server_side(metrics, first, end, in_flight)
+    return result
 
 
 def stderr_progress(line: str) -> None:
