@@ -11,7 +11,7 @@ DEMO   ?= demo
 CORE_CYTHON  := $(wildcard engine/_core.pyx engine/_core.pxd engine/_core_*.pxi engine/includes/*.pxd)
 CORE_SOURCES := $(CORE_CYTHON) $(wildcard engine/native/*.[ch] engine/native/*/*.[ch]) setup.py
 
-.PHONY: run test lint build bench bench-quick clean packages
+.PHONY: run test lint build bench bench-quick clean packages check-monitoring
 
 # The environment: a venv with the build tools, then the project in editable mode
 # with its test and benchmark extras.
@@ -31,9 +31,19 @@ build: $(VENV)/.core-built
 # The real servers the fleet runs on and its tests start (Debian packages, installed
 # where missing; tests/realservers.py says what a machine without them lacks).
 FLEET_PACKAGES := redis-server redis-tools haproxy nginx
+# promtool, which checks the shipped Prometheus rules, their unit tests and the engine's
+# exposition (make check-monitoring, tests/test_monitoring.py).
+MONITORING_PACKAGES := prometheus
 packages:
-	@bash scripts/require-packages.sh $(FLEET_PACKAGES) || \
-		echo "make: $(FLEET_PACKAGES) could not be installed: the fleet tests will say so" >&2
+	@bash scripts/require-packages.sh $(FLEET_PACKAGES) $(MONITORING_PACKAGES) || \
+		echo "make: $(FLEET_PACKAGES) $(MONITORING_PACKAGES) could not be installed: the tests that need them will say so" >&2
+
+# The shipped alert rules (deploy/prometheus/): valid, and passing their unit tests.
+# tests/test_monitoring.py runs these too, and checks the dashboard and the exposition.
+PROMTOOL ?= promtool
+check-monitoring: packages
+	$(PROMTOOL) check rules deploy/prometheus/essc-alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/tests/essc-alerts-test.yml
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check engine loadgen bench tests fuzz setup.py

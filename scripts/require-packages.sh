@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages named on the command line where they are missing
 # (apt-get install -y; as root, or through sudo).  The real servers the fleet and its
-# tests run (redis-server, haproxy, nginx) come from here: `make test`, `make fleet`
-# and CI call it.  Where nothing can be installed (no root, no apt), it says why and exits 1;
-# the tests that need the package then report it (and fail under CI=true).
+# tests run (redis-server, haproxy, nginx) and promtool (package prometheus, for the
+# monitoring files) come from here: `make test`, `make fleet` and CI call it.  Where
+# nothing can be installed (no root, no apt), it says why and exits 1; the tests that
+# need the package then report it (and fail under CI=true).
 #
 # Usage: scripts/require-packages.sh PACKAGE...
 set -euo pipefail

@@ -29,6 +29,7 @@ PACKAGES = {
     "redis-cli": "redis-tools",
     "haproxy": "haproxy",
     "nginx": "nginx",
+    "promtool": "prometheus",
 }
 
 
