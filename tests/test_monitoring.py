@@ -126,12 +126,11 @@ def _rule_tests() -> list[tuple[str, bool]]:
 
 
 def _alerts_doc() -> str:
-    """The "Alerts" section of docs/DEPLOYMENT.md, or docs/ALERTS.md until it is there."""
+    """The "Alerts" section of docs/DEPLOYMENT.md."""
     deployment = (ROOT / "docs" / "DEPLOYMENT.md").read_text()
     match = re.search(r"^## Alerts *\n(.*?)(?=^## |\Z)", deployment, re.M | re.S)
-    if match is not None:
-        return match.group(0)
-    return (ROOT / "docs" / "ALERTS.md").read_text()
+    assert match is not None, "docs/DEPLOYMENT.md has no \"## Alerts\" section"
+    return match.group(0)
 
 
 def _anchor(heading: str) -> str:
