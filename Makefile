@@ -110,7 +110,19 @@ $(DEMO)/pki/trustlist.essc:
 	@exit 2
 
 clean:
-	rm -rf build $(VENV) engine/_core.c engine/_core*.so .stamp-*
+	rm -rf build dist $(VENV) engine/_core.c engine/_core*.so .stamp-*
+
+# The distributions (scripts/wheel-smoke.sh): `make wheel` builds dist/, the sdist and,
+# from it, the wheel (no sources, no debug information, repaired by auditwheel to its
+# manylinux tag); `make wheel-smoke` builds them and tries the wheel as a user gets it,
+# in a fresh virtualenv, or tries WHEEL=FILE instead.
+WHEEL ?=
+.PHONY: wheel wheel-smoke
+wheel: $(VENV)/.installed
+	VPY=$(CURDIR)/$(VPY) bash scripts/wheel-smoke.sh --build-only
+
+wheel-smoke: $(VENV)/.installed
+	VPY=$(CURDIR)/$(VPY) bash scripts/wheel-smoke.sh $(WHEEL)
 
 # Coverage-guided fuzzing of the native parsers (docs/TESTING.md, "Fuzzing"): each
 # harness for FUZZ_SECONDS (make fuzz) or FUZZ_CI_SECONDS (make fuzz-ci, what CI runs).

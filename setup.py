@@ -6,6 +6,7 @@ import os
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 NATIVE = sorted(glob.glob(os.path.join("engine", "native", "**", "*.c"), recursive=True))
 # What the extension is rebuilt for besides its sources: the C headers, the Cython
@@ -48,7 +49,26 @@ core = Extension(
     libraries=["dl", "pthread"],
 )
 
+
+class BuildExt(build_ext):
+    """The in-place build (make build, the sanitizer and fuzzing builds) as configured,
+    with the debug information Python's own CFLAGS ask for (-g).  Every other build is
+    for a wheel or an install: compiled with -g0 and linked with --strip-debug (no
+    .debug_* sections; the symbol table stays, so perf and gdb still name functions),
+    and always compiled afresh, so that an extension built in place in build/ with
+    debug information is never reused for it."""
+
+    def run(self) -> None:
+        if not self.inplace and not SANITIZE:
+            self.force = True
+            for ext in self.extensions:
+                ext.extra_compile_args = [*ext.extra_compile_args, "-g0"]
+                ext.extra_link_args = [*ext.extra_link_args, "-Wl,--strip-debug"]
+        super().run()
+
+
 setup(
+    cmdclass={"build_ext": BuildExt},
     ext_modules=cythonize(
         [core],
         compiler_directives={"language_level": "3"},

@@ -21,8 +21,7 @@ beside and above; the serving path never imports them.  The names below are the
 library's public surface.
 """
 
-__version__ = "0.1.0"
-
+from engine._version import __version__
 from engine.errors import EsscError
 from engine.formats.encoding import FormatError
 from engine.formats.trustlist import TrustList

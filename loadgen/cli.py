@@ -13,6 +13,7 @@ import json
 import sys
 import time
 
+from engine import __version__
 from engine.cli.exit import EXIT_FAILED as EXIT_FAIL
 from engine.cli.exit import EXIT_OK, EXIT_UNUSABLE, run_command
 from engine.errors import EsscError
@@ -318,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         "coordinated-omission-corrected latency, every verdict checked. docs/OPERATIONS.md, "
         "section 'Load generation'.",
     )
+    parser.add_argument("--version", action="version", version=f"essc-loadgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m engine",
         description="e-SSC verification engine: trust material, issuance, inspection, demo.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"essc-engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("pki", help="create or update demo trust material")
