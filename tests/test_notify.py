@@ -219,16 +219,18 @@ def test_the_watchdog_is_fed_by_the_loop_and_stops_while_it_is_held(pki, server_
 class Engine(Fleet):
     """`python -m engine serve` with the notify environment (Fleet's log reading)."""
 
-    def __init__(self, pki, tmp_path, env, *, processes: int):
+    def __init__(self, pki, tmp_path, env, *, processes: int, wrapper=(), metrics_port=0, more=""):
+        """``wrapper``: the command the engine runs under; ``more``: TOML appended."""
         self.port = free_port()
         cfg = tmp_path / "engine.toml"
         cfg.write_text(
             f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nprocesses = {processes}\n'
-            f'[metrics]\nport = 0\n[trust]\nroot_public_key = "{pki.root_public_key.hex()}"\n'
-            f'trust_list = "{pki.trust_list_path}"\n'
+            f"[metrics]\nport = {metrics_port}\n"
+            f'[trust]\nroot_public_key = "{pki.root_public_key.hex()}"\n'
+            f'trust_list = "{pki.trust_list_path}"\n{more}'
         )
         self.proc = subprocess.Popen(
-            [sys.executable, *ENGINE_ON["uvloop"], "serve", "--config", str(cfg)],
+            [*wrapper, sys.executable, *ENGINE_ON["uvloop"], "serve", "--config", str(cfg)],
             env={**os.environ, **env},
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
