@@ -193,8 +193,8 @@ def test_the_watchdog_is_fed_by_the_loop_and_stops_while_it_is_held(pki, server_
         for _ in range(3):
             ((fields, pid),) = manager.wait("WATCHDOG")[-1:]
             assert fields["WATCHDOG"] == "1" and pid == os.getpid()
-        # A loop with nothing to do runs a callback within a millisecond.
-        assert lag_above(srv, 0.001) < srv.server.metrics.registry.get_sample_value(
+        # A loop with nothing to do runs a callback at once (the fine buckets).
+        assert lag_above(srv, 0.01) < srv.server.metrics.registry.get_sample_value(
             "essc_event_loop_lag_seconds_count"
         )
 
@@ -252,7 +252,7 @@ class Engine(Fleet):
 def test_serve_under_systemd(tmp_path, processes):
     own = init(tmp_path / "pki")
     manager = Manager(str(tmp_path / "notify.sock"))
-    watchdog_s = 2.0
+    watchdog_s = 3.0  # a worker is killed after this long silent: well above a busy host's hiccups
     env = {"NOTIFY_SOCKET": manager.address, "WATCHDOG_USEC": str(int(watchdog_s * 1e6))}
     engine = Engine(own, tmp_path, env, processes=processes)
     main = engine.proc.pid
