@@ -89,7 +89,7 @@ def _address(raw: str | None) -> str | None:
         return "\0" + raw[1:]
     if raw.startswith("/"):
         return raw
-    # systemd 254+ also names vsock: addresses; the engine never runs in such a VM.
+    # systemd 254+ also names vsock: addresses (a VM's service manager): not spoken here.
     _log(logging.WARNING, "notify_socket_unsupported", address=raw)
     return None
 
@@ -130,11 +130,6 @@ class Notifier:
             self._failed(logging.WARNING, "notify_failed", error=str(e))
             return False
         return True
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
 
 @dataclasses.dataclass(frozen=True)
