@@ -124,6 +124,13 @@ wheel: $(VENV)/.installed
 wheel-smoke: $(VENV)/.installed
 	VPY=$(CURDIR)/$(VPY) bash scripts/wheel-smoke.sh $(WHEEL)
 
+# The systemd unit (deploy/systemd/, docs/SYSTEMD.md): systemd-analyze verify, the
+# sandbox's exposure score (at most 2.0) and the sysusers snippet; installs the systemd
+# package where missing (SKIPPED where it cannot, FAILED under CI=true).
+.PHONY: check-unit
+check-unit: build
+	ENGINE_BIN=$(CURDIR)/$(VENV)/bin/essc-engine bash scripts/check-systemd-unit.sh
+
 # Coverage-guided fuzzing of the native parsers (docs/TESTING.md, "Fuzzing"): each
 # harness for FUZZ_SECONDS (make fuzz) or FUZZ_CI_SECONDS (make fuzz-ci, what CI runs).
 # Builds into build/fuzz/, grows corpora in var/fuzz/, findings in var/fuzz/findings/.

@@ -18,9 +18,10 @@ A request's way through, and the file of each stage:
 Beside the path: ``reload.py`` opens the trust list and revocation data and swaps
 them in while serving (SIGHUP, the file watcher, unreadable data); ``config.py`` is
 the TOML settings, ``metrics.py`` the Prometheus metrics, ``logs.py`` the JSON-lines
-logs; ``supervisor.py`` runs several such processes on one port
-(``server.processes``).  The modules import downwards only: ``supervisor`` forks
-``server`` processes; ``server`` composes ``batcher``, ``reload``, ``connection`` and
-``admission``; ``batcher`` knows connections by their methods, and ``connection``
-knows nothing above it.
+logs; ``notify.py`` the systemd notify protocol and the event loop's watchdog task;
+``supervisor.py`` runs several such processes on one port (``server.processes``).
+The modules import downwards only: ``supervisor`` forks ``server`` processes;
+``server`` composes ``batcher``, ``reload``, ``connection`` and ``admission``;
+``batcher`` knows connections by their methods, and ``connection`` knows nothing
+above it.
 """

@@ -51,6 +51,24 @@ LATENCY_BUCKETS_S = (
     2.5,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Event-loop lag: a healthy loop answers in tens of microseconds; the upper buckets are
+# a loop held by something (a blocking call, a long callback, the GIL).
+LOOP_LAG_BUCKETS_S = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
 
 
 class ArrayHistogram:
@@ -107,6 +125,13 @@ class ServerMetrics:
         )
         self.batch_size = ArrayHistogram(
             "essc_batch_size", "Presentations per native batch", BATCH_BUCKETS, r
+        )
+        # Sampled every 100 ms by the loop's watchdog task (engine.server.notify).
+        self.loop_lag = ArrayHistogram(
+            "essc_event_loop_lag_seconds",
+            "How late the event loop ran a callback that was due (sampled every 100 ms)",
+            LOOP_LAG_BUCKETS_S,
+            r,
         )
         self.busy = Counter("essc_busy", "Presentations answered BUSY", ["reason"], registry=r)
         self.protocol_errors = Counter(

@@ -44,7 +44,7 @@ from engine.redis_replay.store import RedisReplayStore
 from engine.replay import MemoryReplayCache, ReplayStore
 from engine.revocation.source import CARD, CREDENTIAL, RevocationSource
 from engine.revocation.store import RevocationStore
-from engine.server import logs
+from engine.server import logs, notify
 from engine.server import proxy_protocol as pp
 from engine.server.admission import Admission, connection_limit
 from engine.server.agent import Agent
@@ -83,6 +83,10 @@ class WorkerProcess:
     processes: int
     # A SIGHUP that came after the fork and before the loop's handler: reload at start.
     hangup_pending: bool = False
+    # The pipe to the supervisor, and how often the loop reports on it (0: never;
+    # engine.server.notify, "Under a supervisor").
+    report: int | None = None
+    heartbeat_s: float = 0.0
 
 
 class Server:
@@ -164,6 +168,16 @@ class Server:
         self.fetcher: Fetcher | None = None  # revocation.source_url, at start
         self._drain_begun = False  # from the first drain call: the agent answers "drain"
         self._notice_over = asyncio.Event()
+        # systemd (alone) or the supervisor (a worker): READY, RELOADING, STOPPING, the
+        # watchdog fed from the loop (engine.server.notify).
+        self.notify: notify.Watcher
+        if process is None:
+            self.notify = notify.Systemd(notify.Notifier.from_environ())
+        elif process.report is not None and process.heartbeat_s > 0:
+            self.notify = notify.ToSupervisor(process.report, process.heartbeat_s)
+        else:  # a worker that reports nothing: systemd hears the supervisor only
+            self.notify = notify.Systemd(notify.Notifier(None))
+        self._hangups: set[asyncio.Task[Any]] = set()
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -245,6 +259,34 @@ class Server:
             revocation_sequence=self._revocation_sequence(),
             version=__version__,
         )
+        self._tasks.append(
+            self.loop.create_task(
+                notify.watch_loop(
+                    self.metrics.loop_lag.observe_one,
+                    lambda: self.notify.alive(self.serving()),
+                    self.notify.every_s,
+                )
+            )
+        )
+        self.notify.ready(self.serving())
+
+    def serving(self) -> notify.Serving:
+        """What is in service, for systemd's STATUS (or the supervisor's)."""
+        return notify.Serving(
+            self.verifier.trust_list.sequence,
+            self._revocation_sequence(),
+            len(self.connections),
+            self._drain_begun,
+        )
+
+    def hangup(self) -> None:
+        """SIGHUP: a reload, with RELOADING=1 before and READY=1 once it ended, loaded
+        or not (systemd's ``ExecReload=`` and ``systemctl reload``)."""
+        self.notify.reloading()
+        task = self.loop.create_task(self.reload("SIGHUP"))
+        self._hangups.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._hangups.discard)
+        task.add_done_callback(lambda _: self.notify.reloaded(self.serving()))
 
     @property
     def port(self) -> int:
@@ -287,6 +329,7 @@ class Server:
             await self._stopped.wait()
             return
         self._drain_begun = True
+        self.notify.stopping()
         notice = self.cfg.server.drain_notice_s
         if self.agent is not None and notice > 0:
             _log(logging.INFO, "drain_notice", seconds=notice, connections=len(self.connections))
@@ -675,11 +718,15 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before loading: a stop always drains
         loop.add_signal_handler(sig, stop.set)
+    # A SIGHUP while loading (or between READY=1 and serving) must not kill the process
+    # (its default action): it is remembered and reloads once serving.
+    hangups: list[None] = []
+    loop.add_signal_handler(signal.SIGHUP, hangups.append, None)
     server = Server(cfg, replay=replay, process=process)
     await server.start()
-    loop.add_signal_handler(signal.SIGHUP, server.reloader.reload_soon, "SIGHUP")
-    if process is not None and process.hangup_pending:  # data may have changed while loading
-        server.reloader.reload_soon("SIGHUP")
+    loop.add_signal_handler(signal.SIGHUP, server.hangup)
+    if hangups or (process is not None and process.hangup_pending):  # data may have changed
+        server.hangup()
     if ready is not None:
         ready(server)
     await stop.wait()

@@ -19,6 +19,10 @@ core) ``python -m engine serve`` runs this supervisor, which serves nothing itse
   status 2) when a worker fails at start ``MAX_START_FAILURES`` times in a row;
 - it forwards SIGHUP to every worker, and SIGTERM / SIGINT as SIGTERM, waits for them
   to drain (``server.drain_timeout_s`` + ``STOP_MARGIN_S``, then SIGKILL) and exits 0;
+- it is what systemd sees (``NotifyAccess=main``): READY=1 when every worker first
+  listens, RELOADING=1 / READY=1 around a forwarded SIGHUP, STOPPING=1, a STATUS, and
+  with ``$WATCHDOG_USEC`` pings from this loop while it kills a worker whose loop fell
+  silent on the report pipe (``engine.server.notify``, "Under a supervisor");
 - it serves the node's one metrics endpoint (``metrics.host:metrics.port``): each
   worker serves its registry on a loopback port of its own, which it reports here
   through a pipe once it is listening; a scrape here fetches every worker's
@@ -50,7 +54,7 @@ from types import FrameType
 from engine import _core
 from engine.errors import EsscError
 from engine.replay import MemoryReplayCache, ReplayStore
-from engine.server import logs
+from engine.server import logs, notify
 from engine.server.config import Config
 from engine.server.metrics import merge_expositions, supervisor_families
 from engine.server.reload import open_revocation, open_trust
@@ -168,6 +172,7 @@ class Supervisor:
         self.port = 0
         self.metrics_port: int | None = None
         self._pid = os.getpid()
+        self._notify = notify.Supervised(notify.Notifier.from_environ(), self.processes)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -241,6 +246,8 @@ class Supervisor:
                 if now >= self._stop_deadline:
                     self._kill_remaining()
                 continue
+            for index, pid, silent in self._notify.tick():
+                self._unresponsive(self.slots[index], pid, silent)
             for slot in self.slots:
                 if slot.pid is None and slot.restart_at is not None and now >= slot.restart_at:
                     self._start(slot)
@@ -250,12 +257,16 @@ class Supervisor:
         if self.stopping:
             return max(0.0, self._stop_deadline - now)
         due = [s.restart_at for s in self.slots if s.pid is None and s.restart_at is not None]
+        watch = self._notify.due()  # the next ping, or a worker's silence running out
+        if watch is not None:
+            due.append(watch)
         return max(0.0, min(due) - now) if due else None
 
     def _signal(self, sig: int) -> None:
         if sig == signal.SIGCHLD:
             return  # reaped after every wake-up
         if sig == signal.SIGHUP:
+            self._notify.hangup()  # before sending: the time the workers' reports follow
             pids = self._send(signal.SIGHUP)
             _log(logging.INFO, "signal_forwarded", signal="SIGHUP", workers=pids)
         elif not self.stopping:
@@ -276,6 +287,7 @@ class Supervisor:
         for slot in self.slots:
             slot.restart_at = None
         pids = self._send(signal.SIGTERM)
+        self._notify.stopping()
         _log(logging.INFO, "supervisor_stopping", why=why, workers=pids)
 
     def _kill_remaining(self) -> None:
@@ -302,6 +314,7 @@ class Supervisor:
             self._worker(slot.index, write)
         os.close(write)
         slot.pid, slot.report, slot.report_buffer = pid, read, b""
+        self._notify.started(slot.index, pid)
         os.set_blocking(read, False)
         self._selector.register(read, selectors.EVENT_READ, slot)
         _log(logging.INFO, "worker_started", worker=slot.index, pid=pid)
@@ -309,7 +322,12 @@ class Supervisor:
     def _worker(self, index: int, report: int) -> None:
         """The forked worker: serves until stopped, then exits (``os._exit``)."""
         status = 70  # EX_SOFTWARE: a bug escaped
-        process = WorkerProcess(index, self.processes)
+        # The report pipe stays open: the worker's loop reports on it while it serves,
+        # never waiting on this process (non-blocking).
+        os.set_blocking(report, False)
+        process = WorkerProcess(
+            index, self.processes, report=report, heartbeat_s=self._notify.heartbeat_s
+        )
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -330,7 +348,6 @@ class Supervisor:
             def listening(srv: Server) -> None:
                 line = json.dumps({"metrics_port": srv.metrics_port}).encode() + b"\n"
                 os.write(report, line)
-                os.close(report)
 
             status = run(self.cfg, ready=listening, replay=self._replay, process=process)
         except (EsscError, OSError) as e:  # what stops a single process with status 2
@@ -353,15 +370,26 @@ class Supervisor:
         except BlockingIOError:
             return
         slot.report_buffer += data
-        if b"\n" in slot.report_buffer and not slot.ready:
-            line = slot.report_buffer.split(b"\n", 1)[0]
-            slot.ready = True
+        *lines, slot.report_buffer = slot.report_buffer.split(b"\n")
+        for line in lines:
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            self._notify.report(slot.index, doc)  # the serving state, proof of a live loop
+            if "metrics_port" not in doc or slot.ready:
+                continue
+            slot.ready = True  # its listening line
             slot.start_failures = 0
-            slot.metrics_port = json.loads(line).get("metrics_port")
-            if self._ready is not None and all(s.ready for s in self.slots):
-                ready, self._ready = self._ready, None
-                ready(self.port, self.metrics_port)
-        if not data:  # the worker wrote its line and closed, or died
+            slot.metrics_port = doc["metrics_port"]
+            if all(s.ready for s in self.slots):
+                self._notify.all_listening()
+                if self._ready is not None:
+                    ready, self._ready = self._ready, None
+                    ready(self.port, self.metrics_port)
+        if not data:  # the worker exited (or closed its end)
             self._close_report(slot)
 
     def _close_report(self, slot: _Slot) -> None:
@@ -387,6 +415,7 @@ class Supervisor:
             self._read_report(slot)
             self._close_report(slot)
         pid, slot.pid = slot.pid, None
+        self._notify.exited(slot.index)
         code, words = _describe(status)
         if self.stopping:
             level = logging.INFO if code == 0 else logging.WARNING
@@ -420,6 +449,22 @@ class Supervisor:
             return
         self.restarts += 1
         slot.restart_at = time.monotonic() + delay
+
+    def _unresponsive(self, slot: _Slot, pid: int, silent: float) -> None:
+        """A worker that listened and then fell silent for a whole watchdog period: its
+        loop is stuck (a thread could not tell), so it is killed and, as after any
+        exit, started again."""
+        if slot.pid != pid:
+            return
+        _log(
+            logging.ERROR,
+            "worker_unresponsive",
+            worker=slot.index,
+            pid=pid,
+            silent_s=round(silent, 3),
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     # --- metrics ------------------------------------------------------------------------
 
