@@ -15,7 +15,7 @@
 #
 # Not checked here: the sandbox at run time (that needs systemd as PID 1);
 # tests/test_systemd_unit.py runs the engine under the unit's system call filter,
-# address families and MemoryDenyWriteExecute.  docs/SYSTEMD.md has the details.
+# address families and MemoryDenyWriteExecute.  docs/DEPLOYMENT.md, "Running the engine under systemd", has the details.
 #
 # systemd-analyze comes from the Debian package systemd, installed where missing
 # (scripts/require-packages.sh).  Where it cannot be, this says so and exits 0

@@ -17,7 +17,8 @@ systemd: the ones that can break a program rather than hide files from it.
 
 What it does not do: the mount namespace (``ProtectSystem=``, ``PrivateTmp=``,
 ``ProtectHome=``, ...), users, capabilities, ``ProcSubset=``.  tests/test_systemd_unit.py
-runs the engine under it; docs/SYSTEMD.md says what is and is not checked.
+runs the engine under it; docs/DEPLOYMENT.md ("Running the engine under systemd")
+says what is and is not checked.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ spoken by the engine itself, and the event-loop task that proves the loop is ali
 The protocol is a datagram of ``NAME=VALUE`` lines sent to the AF_UNIX socket named by
 ``$NOTIFY_SOCKET`` (a leading "@": the abstract namespace).  Without that variable
 every call here is a no-op.  What the engine says (deploy/systemd/essc-engine.service,
-docs/SYSTEMD.md):
+docs/DEPLOYMENT.md, "Running the engine under systemd"):
 
 - ``READY=1`` once it listens with its data loaded, and again when a reload ends;
 - ``RELOADING=1`` with ``MONOTONIC_USEC`` on each SIGHUP (loaded or not, ``READY=1``
