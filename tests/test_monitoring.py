@@ -128,7 +128,7 @@ def _alerts_doc() -> str:
     """The "Alerts" section of docs/DEPLOYMENT.md."""
     deployment = (ROOT / "docs" / "DEPLOYMENT.md").read_text()
     match = re.search(r"^## Alerts *\n(.*?)(?=^## |\Z)", deployment, re.M | re.S)
-    assert match is not None, "docs/DEPLOYMENT.md has no \"## Alerts\" section"
+    assert match is not None, 'docs/DEPLOYMENT.md has no "## Alerts" section'
     return match.group(0)
 
 
