@@ -203,9 +203,13 @@ def test_a_supervised_node_fetches_once_and_reloads_every_worker(platform, tmp_p
             return seen == {0, 1}
 
         wait_for(every_worker_revokes, what="both workers serving the delta")
+
         # One fetcher per node: the delta was downloaded once.
-        delta_gets = [e for e in nginx.access_log() if e.uri.startswith("/delta-")]
-        assert len([e for e in delta_gets if e.status == 200]) == 1
+        def delta_gets() -> list:
+            return [e for e in nginx.access_log() if e.uri.startswith("/delta-")]
+
+        wait_for(lambda: delta_gets(), what="the delta's log entry")
+        assert len([e for e in delta_gets() if e.status == 200]) == 1
     finally:
         proc.terminate()
         proc.wait(30)

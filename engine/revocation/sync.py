@@ -136,6 +136,7 @@ class RevocationSync:
         self.failures: dict[str, int] = {}
         self.last_error: str | None = None
         self.syncs_total = 0  # polls that ended well, changed or not
+        self.requests_total = 0  # GETs the source answered
         self.sequence: int | None = None  # of the installed index
         self.snapshot_sequence: int | None = None
         with contextlib.suppress(OSError, PublicationError):  # for status() before a poll
@@ -151,6 +152,7 @@ class RevocationSync:
             "last_attempt_at": self.last_attempt_at,
             "bytes_total": self.bytes_total,
             "syncs_total": self.syncs_total,
+            "requests_total": self.requests_total,
             "failures": dict(self.failures),
             "last_error": self.last_error,
         }
@@ -310,6 +312,7 @@ class RevocationSync:
             )
         except urllib3.exceptions.HTTPError as e:
             raise SyncError("unreachable", f"GET {url}: {_why(e)}") from None
+        self.requests_total += 1  # answered (headers received): status, tests' access logs
         try:
             yield resp
         finally:

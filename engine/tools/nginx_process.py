@@ -163,9 +163,15 @@ http {{
         path = self.error_log_path
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def access_log(self) -> list[AccessEntry]:
+    def access_log(self, at_least: int = 0, timeout: float = 10.0) -> list[AccessEntry]:
         """Every request logged so far, across restarts (nginx logs one when its
-        response ends: sent, or abandoned by the client)."""
+        response ends: sent, or abandoned by the client).  The line is written after
+        the response's last byte is sent, so a client can have its answer before the
+        line exists: ``at_least`` waits until that many entries are there."""
+        wait_until(lambda: len(self._entries()) >= at_least, timeout, f"{at_least} log entries")
+        return self._entries()
+
+    def _entries(self) -> list[AccessEntry]:
         if not self.access_log_path.exists():
             return []
         entries = []
