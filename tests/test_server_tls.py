@@ -175,3 +175,58 @@ def test_tls_serves_and_drains_on_either_event_loop(pki, pki_tls, scenarios, ser
         assert loop.run_until_complete(asyncio.wait_for(go(), 30)) == [Verdict.OK, Verdict.EXPIRED]
     finally:
         loop.close()
+
+
+def test_certificates_rotate_on_reload_without_a_restart(start_server, tmp_path, scenarios):
+    """A new server certificate (from a new CA) and a new client CA take effect for new
+    connections at a reload; open connections keep theirs; a broken file is refused and
+    the certificate in service stays."""
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    old_clients, new_clients = trustme.CA(), trustme.CA()
+    cert, client_ca = tmp_path / "server.pem", tmp_path / "clients.pem"
+    old_ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
+    old_clients.cert_pem.write_to_path(str(client_ca))
+    srv = start_server(
+        server__tls_cert=str(cert), server__tls_key=str(cert), server__tls_client_ca=str(client_ca)
+    )
+    (pres,) = scenarios.presentations([Verdict.OK], int(time.time() * 1000))
+
+    def context(server_ca, client_cert):
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        server_ca.configure_trust(ctx)
+        client_cert.configure_cert(ctx)
+        return ctx
+
+    old_ctx = context(old_ca, old_clients.issue_cert("network-1.example"))
+    new_ctx = context(new_ca, new_clients.issue_cert("network-1.example"))
+
+    async def ping(ctx) -> bool:
+        async with await Client.connect("127.0.0.1", srv.port, ssl=ctx) as client:
+            return bool(await client.ping())
+
+    async def go():
+        assert await ping(old_ctx)
+        async with await Client.connect("127.0.0.1", srv.port, ssl=old_ctx) as kept:
+            # Rotate both: the server's certificate and the CA clients must come from.
+            new_ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(cert))
+            new_clients.cert_pem.write_to_path(str(client_ca))
+            with LogEvents() as log:
+                assert await asyncio.wrap_future(
+                    asyncio.run_coroutine_threadsafe(srv.server.reload("test"), srv.loop)
+                )
+            assert [e["what"] for e in log.named("reloaded")] == ["tls"]
+            assert (await kept.verify(pres)).verdict is Verdict.OK  # its session stays
+        assert await ping(new_ctx)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await ping(old_ctx)
+        # A broken certificate file: refused, the rotated one stays in service.
+        cert.write_text("not a certificate")
+        with LogEvents() as log:
+            assert not await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(srv.server.reload("test"), srv.loop)
+            )
+        (failed,) = log.named("reload_failed")
+        assert failed["what"] == "tls" and "TLS" in failed["error"]
+        assert await ping(new_ctx)
+
+    asyncio.run(asyncio.wait_for(go(), 60))

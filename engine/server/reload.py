@@ -219,7 +219,7 @@ class Reloader:
         )
         self.reload_soon("revocation data unreadable")
 
-    def _reload_outcome(self, what: str, outcome: str, why: str, **fields: Any) -> None:
+    def reload_outcome(self, what: str, outcome: str, why: str, **fields: Any) -> None:
         """One reload result: counted in the metrics and logged as one event."""
         self.metrics.reloads.labels(what, outcome).inc()
         event, level = {
@@ -236,12 +236,12 @@ class Reloader:
         try:
             new = await loop.run_in_executor(None, TrustList.load, path, self.root_public_key)
         except TrustListError as e:
-            self._reload_outcome(
+            self.reload_outcome(
                 "trust_list", "failed", why, error=str(e), in_service=current.sequence
             )
             return False
         if not new.may_replace(current):
-            self._reload_outcome(
+            self.reload_outcome(
                 "trust_list",
                 "rejected",
                 why,
@@ -253,7 +253,7 @@ class Reloader:
             return False
         if new.sequence != current.sequence:
             self.verifier.trust_list = new
-            self._reload_outcome(
+            self.reload_outcome(
                 "trust_list", "ok", why, sequence=new.sequence, previous=current.sequence
             )
         return True
@@ -265,7 +265,7 @@ class Reloader:
         before, faulted = store.sequence, getattr(store, "faulted", False)
         reload: Callable[..., object] | None = getattr(store, "reload", None)
         if reload is None:  # an in-memory source (tests, demos) has no files to read
-            self._reload_outcome(
+            self.reload_outcome(
                 "revocation", "failed", why, error="this source cannot reload", in_service=before
             )
             return False
@@ -287,10 +287,10 @@ class Reloader:
             else:
                 await asyncio.get_running_loop().run_in_executor(None, reload)
         except Exception as e:  # any failure keeps the old data in service
-            self._reload_outcome("revocation", "failed", why, error=str(e), in_service=before)
+            self.reload_outcome("revocation", "failed", why, error=str(e), in_service=before)
             return False
         if store.sequence != before or faulted:
-            self._reload_outcome("revocation", "ok", why, sequence=store.sequence, previous=before)
+            self.reload_outcome("revocation", "ok", why, sequence=store.sequence, previous=before)
         return True
 
     def _file_stamps(self) -> list[tuple[int, int, int] | None]:

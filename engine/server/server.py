@@ -311,8 +311,21 @@ class Server:
         await self._stopped.wait()
 
     async def reload(self, why: str = "signal") -> bool:
-        """Loads the trust list and revocation data again (``Reloader.reload``)."""
-        return await self.reloader.reload(why)
+        """Loads the trust list and revocation data again (``Reloader.reload``), and the
+        TLS certificate, key and client CA: new connections get the new context,
+        connections already open keep theirs (certificate rotation without a restart)."""
+        ok = await self.reloader.reload(why)
+        if self._tls is None:
+            return ok
+        try:
+            tls = await self.loop.run_in_executor(None, tls_context, self.cfg.server)
+        except ConfigError as e:
+            self.reloader.reload_outcome("tls", "failed", why, error=str(e))
+            return False
+        if tls is not None:
+            self._tls = tls
+            self.reloader.reload_outcome("tls", "ok", why, certificate=self.cfg.server.tls_cert)
+        return ok
 
     def end_notice(self) -> None:
         """Ends the drain notice at once (a second SIGTERM, or a second ``drain``)."""
