@@ -135,7 +135,7 @@ check-unit: build
 # harness for FUZZ_SECONDS (make fuzz) or FUZZ_CI_SECONDS (make fuzz-ci, what CI runs).
 # Builds into build/fuzz/, grows corpora in var/fuzz/, findings in var/fuzz/findings/.
 FUZZ_SECONDS    ?= 180
-FUZZ_CI_SECONDS ?= 20
+FUZZ_CI_SECONDS ?= 15
 
 .PHONY: fuzz fuzz-ci
 fuzz: build
