@@ -288,6 +288,16 @@ def run(quick: bool) -> list[Row]:
     ]
 
 
+def _best(fn, rounds: int = 3) -> float:
+    """The fastest of ``rounds`` calls, in seconds."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def signed_reload_rows(store, path: pathlib.Path, size: str) -> list[Row]:
     """A reload of the same snapshot signed (the manifest checked, every section's
     SHA-256 computed, the signature verified) against it unsigned, both with the
@@ -306,15 +316,7 @@ def signed_reload_rows(store, path: pathlib.Path, size: str) -> list[Row]:
     publishers = {signer.key_id: PublisherKey(signer.key_id, bytes(key.verify_key), 0, 2**40)}
     signed_store = RevocationStore(signed, signatures=SignaturePolicy(publishers))
 
-    def best(fn, rounds: int = 3) -> float:
-        times = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    unsigned_s, signed_s = best(store.reload), best(signed_store.reload)
+    unsigned_s, signed_s = _best(store.reload), _best(signed_store.reload)
     del signed_store
     mib = signed.stat().st_size / 2**20
     return [
@@ -339,21 +341,13 @@ def reload_rows(store, path: pathlib.Path, size: str) -> list[Row]:
     from engine.revocation import private as private
     from engine.revocation.format import map_file
 
-    def best(fn, rounds: int = 3) -> float:
-        times = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
     def fresh_copy():
         private.prune(store.private_dir, set(), older_than_s=-1.0)  # nothing to reuse
         store.reload()
 
-    direct = best(lambda: map_file(path, kind="snapshot"))
-    copied = best(fresh_copy)
-    reused = best(store.reload)
+    direct = _best(lambda: map_file(path, kind="snapshot"))
+    copied = _best(fresh_copy)
+    reused = _best(store.reload)
     mib = path.stat().st_size / 2**20
     what = f"reload, {size} ({mib:,.0f} MiB)"
     note = (

@@ -14,7 +14,7 @@ ENGINE = ROOT / "engine"
 
 # Lower floors first; a module may import from a lower floor, or from its own package.
 FLOORS = [
-    {"engine.errors", "engine.verdicts", "engine._core"},
+    {"engine.errors", "engine.verdicts", "engine._core", "engine._version"},
     {"engine.formats"},
     {"engine.revocation", "engine.wire", "engine.sigverify", "engine.replay"},
     {"engine.verifier", "engine.redis_replay"},

@@ -21,21 +21,17 @@ is missing the tests skip, and fail under CI=true (tests/realservers.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import pathlib
 import re
-import signal
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 
 import pytest
 from realservers import free_port, redis_server, require_program
-from serving import ENGINE_ON, ServerThread, server_config
+from serving import ServerThread, server_config
+from test_supervisor import Fleet
 
 from engine.redis_replay.store import init_store
 from engine.verdicts import Verdict
@@ -267,74 +263,22 @@ def engine_exposition(pki, scenarios, redis_url) -> str:
         srv.stop()
 
 
-class _Supervised:
-    """`python -m engine serve --processes 2` in a process group of its own; its JSON
-    log lines in ``log``."""
-
-    def __init__(self, pki, tmp_path: pathlib.Path, redis_url: str):
-        cfg = tmp_path / "engine.toml"
-        cfg.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = 0\n[metrics]\nport = {free_port()}\n'
-            f'[trust]\nroot_public_key = "{pki.root_public_key.hex()}"\n'
-            f'trust_list = "{pki.trust_list_path}"\n'
-            f'[replay]\nredis_url = "{redis_url}"\n[batching]\nworkers = 1\n'
-        )
-        command = [sys.executable, *ENGINE_ON["uvloop"], "serve", "--config", str(cfg)]
-        self.proc = subprocess.Popen(
-            [*command, "--processes", "2"],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
-        self.log: list[dict] = []
-        self._changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with contextlib.suppress(ValueError), self._changed:
-                self.log.append(json.loads(line))
-                self._changed.notify_all()
-        with self._changed:
-            self.log.append({"event": "(exited)"})
-            self._changed.notify_all()
-
-    def wait_for(self, name: str, count: int = 1) -> list[dict]:
-        def seen() -> list[dict]:
-            return [e for e in self.log if e.get("event") == name]
-
-        with self._changed:
-            done = self._changed.wait_for(
-                lambda: len(seen()) >= count or self.log[-1:] == [{"event": "(exited)"}],
-                DEADLINE_S,
-            )
-            assert done and len(seen()) >= count, f"no {count} {name}: {self.log}"
-            return seen()
-
-    def stop(self) -> None:
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(30)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
-
-
 @pytest.fixture(scope="module")
 def supervisor_exposition(pki, scenarios, redis_url, tmp_path_factory) -> str:
     """The supervisor's merged /metrics (two workers) after a few verifies."""
-    node = _Supervised(pki, tmp_path_factory.mktemp("supervised"), redis_url)
+    metrics_port = free_port()
+    node = Fleet(
+        pki,
+        tmp_path_factory.mktemp("supervised"),
+        "--set",
+        f"replay.redis_url={redis_url}",
+        "--set",
+        "batching.workers=1",
+        metrics_port=metrics_port,
+    )
     try:
-        metrics = node.wait_for("supervisor_started")[0]["metrics"]
-        listening = node.wait_for("listening", count=2)
-        port = int(listening[0]["address"].rsplit(":", 1)[1])
-        asyncio.run(asyncio.wait_for(_verify_some(port, scenarios), DEADLINE_S))
-        return _scrape(metrics)
+        asyncio.run(asyncio.wait_for(_verify_some(node.port, scenarios), DEADLINE_S))
+        return _scrape(f"127.0.0.1:{metrics_port}")
     finally:
         node.stop()
 

@@ -245,6 +245,19 @@ def _add_trust_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_delta_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--add", action="append", default=[], metavar="INPUT", help="ids to revoke (repeatable)"
+    )
+    p.add_argument(
+        "--remove",
+        action="append",
+        default=[],
+        metavar="INPUT",
+        help="ids to reinstate (repeatable)",
+    )
+
+
 def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--by",
@@ -307,16 +320,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     q.add_argument("--base", required=True, metavar="SNAPSHOT", help="the snapshot it extends")
     q.add_argument("--out", required=True, help="delta file to write (atomically)")
-    q.add_argument(
-        "--add", action="append", default=[], metavar="INPUT", help="ids to revoke (repeatable)"
-    )
-    q.add_argument(
-        "--remove",
-        action="append",
-        default=[],
-        metavar="INPUT",
-        help="ids to reinstate (repeatable)",
-    )
+    _add_delta_inputs(q)
     q.add_argument(
         "--sequence", type=int, help="delta sequence number (default: the snapshot's + 1)"
     )
@@ -368,16 +372,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="INPUT",
         help="publish a snapshot of these ids (repeatable)",
     )
-    q.add_argument(
-        "--add", action="append", default=[], metavar="INPUT", help="ids to revoke (repeatable)"
-    )
-    q.add_argument(
-        "--remove",
-        action="append",
-        default=[],
-        metavar="INPUT",
-        help="ids to reinstate (repeatable)",
-    )
+    _add_delta_inputs(q)
     q.add_argument(
         "--fpr", type=float, default=0.01, help="a snapshot's Bloom false-positive rate (0.01)"
     )

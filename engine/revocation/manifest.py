@@ -155,24 +155,10 @@ class Manifest:
 
     def verify(self, publishers: Mapping[str, PublisherKey]) -> PublisherKey:
         """Checks the signature against the trust list's publisher keys; ManifestError."""
-        key = publishers.get(self.publisher_key_id)
-        if key is None:
-            raise ManifestError(
-                f"signed by {self.publisher_key_id!r}, not a revocation publisher key of "
-                "the trust list in service"
-            )
-        if not key.may_sign(self.created_at):
-            raise ManifestError(
-                f"publisher key {key.key_id!r} is {key.status.name.lower()} or not valid at "
-                f"the data's creation time {self.created_at}"
-            )
-        try:
-            nacl.signing.VerifyKey(key.public_key).verify(self.body, self.signature)
-        except (nacl.exceptions.BadSignatureError, ValueError):
-            raise ManifestError(
-                f"the signature by publisher key {key.key_id!r} does not verify"
-            ) from None
-        return key
+        return verify_signed(
+            publishers, self.publisher_key_id, self.created_at, self.body, self.signature,
+            "", "the data's creation time",
+        )  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -186,6 +172,38 @@ class Manifest:
             "digest": self.digest.hex(),
             "sections": [{"length": n, "sha256": d.hex()} for n, d in self.sections],
         }
+
+
+def verify_signed(
+    publishers: Mapping[str, PublisherKey],
+    key_id: str,
+    signed_at: int,
+    body: bytes,
+    signature: bytes,
+    subject: str,
+    when: str,
+) -> PublisherKey:
+    """The publisher key that made ``signature`` over ``body``, checked: a key of the
+    trust list in service, active and valid at ``signed_at``; ManifestError naming
+    ``subject`` ("" or "index ") and ``when`` otherwise."""
+    key = publishers.get(key_id)
+    if key is None:
+        raise ManifestError(
+            f"{subject}signed by {key_id!r}, not a revocation publisher key of the trust "
+            "list in service"
+        )
+    if not key.may_sign(signed_at):
+        raise ManifestError(
+            f"publisher key {key.key_id!r} is {key.status.name.lower()} or not valid at "
+            f"{when} {signed_at}"
+        )
+    try:
+        nacl.signing.VerifyKey(key.public_key).verify(body, signature)
+    except (nacl.exceptions.BadSignatureError, ValueError):
+        raise ManifestError(
+            f"the {subject}signature by publisher key {key.key_id!r} does not verify"
+        ) from None
+    return key
 
 
 def section_digests(views: Sequence[memoryview]) -> list[bytes]:

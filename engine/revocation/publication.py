@@ -21,7 +21,6 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 
-import nacl.exceptions
 import nacl.signing
 
 from engine.errors import EsscError
@@ -30,6 +29,7 @@ from engine.formats.files import write_atomically
 from engine.formats.trustlist import PublisherKey
 from engine.revocation.build import DEFAULT_FPR, Signer, build_delta, build_snapshot
 from engine.revocation.format import read_manifest
+from engine.revocation.manifest import ManifestError, verify_signed
 
 INDEX_FILE = "index.essc"
 INDEX_TAG = "essc/revocation-index"
@@ -99,23 +99,13 @@ class Index:
     def decode(cls, data: bytes, publishers: Mapping[str, PublisherKey]) -> Index:
         """Decodes and verifies against the trust list's publisher keys; PublicationError."""
         index = cls._decode(data)
-        key = publishers.get(index.publisher_key_id)
-        if key is None:
-            raise PublicationError(
-                f"index signed by {index.publisher_key_id!r}, not a revocation publisher key "
-                "of the trust list in service"
-            )
-        if not key.may_sign(index.published_at):
-            raise PublicationError(
-                f"publisher key {key.key_id!r} is {key.status.name.lower()} or not valid at "
-                f"the index's publication time {index.published_at}"
-            )
         try:
-            nacl.signing.VerifyKey(key.public_key).verify(index.body, index.signature)
-        except (nacl.exceptions.BadSignatureError, ValueError):
-            raise PublicationError(
-                f"the index signature by publisher key {key.key_id!r} does not verify"
-            ) from None
+            verify_signed(
+                publishers, index.publisher_key_id, index.published_at, index.body,
+                index.signature, "index ", "the index's publication time",
+            )  # fmt: skip
+        except ManifestError as e:
+            raise PublicationError(str(e)) from None
         return index
 
     @classmethod
