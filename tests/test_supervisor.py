@@ -393,7 +393,9 @@ def test_workers_failing_at_start_back_off_then_the_supervisor_gives_up(fleet, t
 
     own = init(tmp_path / "own-pki")
     f = fleet(pki=own)
-    victim = f.wait_for("listening", worker=0)["pid"]
+    # Ready as the supervisor sees it (its listening report read), so the kill is a
+    # restart and not a failed start of its own.
+    victim = f.wait_for("worker_ready", worker=0)["pid"]
     own.trust_list_path.write_bytes(b"not a trust list")  # what a new worker would load
     os.kill(victim, signal.SIGKILL)
     assert f.proc.wait(DEADLINE_S) == 2

@@ -384,6 +384,8 @@ class Supervisor:
             slot.ready = True  # its listening line
             slot.start_failures = 0
             slot.metrics_port = doc["metrics_port"]
+            # From here on an exit is a restart, not a failed start.
+            _log(logging.INFO, "worker_ready", worker=slot.index, pid=slot.pid)
             if all(s.ready for s in self.slots):
                 self._notify.all_listening()
                 if self._ready is not None:
