@@ -8,7 +8,10 @@ published by themselves, keep serving while the source is away, and never go bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -178,6 +181,7 @@ def test_a_supervised_node_fetches_once_and_reloads_every_worker(platform, tmp_p
             [sys.executable, *ENGINE_ON["uvloop"], "serve", "--config", str(cfg)],
             stdout=subprocess.DEVNULL,
             stderr=err,
+            start_new_session=True,  # the supervisor and its workers: one group to kill
         )
     try:
 
@@ -212,6 +216,10 @@ def test_a_supervised_node_fetches_once_and_reloads_every_worker(platform, tmp_p
         assert len([e for e in delta_gets() if e.status == 200]) == 1
     finally:
         proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+        with contextlib.suppress(ProcessLookupError):  # whatever did not stop in time
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
 
 
